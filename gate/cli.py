@@ -1,0 +1,149 @@
+"""The ``waltz-gate`` command line. Bad input exits 2 with one sentence, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from gate.config import ConfigError, describe, load_settings
+from gate.types import CheckRequest, Context, Stage2Mode
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="waltz-gate: a safety gate for LLM agents, and the WaltzRL trainer behind its models.",
+)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (environment variables override it).")
+]
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one sentence with exit status 2."""
+
+
+@app.command()
+def check(
+    prompt: Annotated[str | None, typer.Option(help="The user's prompt.")] = None,
+    response: Annotated[str | None, typer.Option(help="The agent's response; omit to pre-check the prompt.")] = None,
+    session: Annotated[str | None, typer.Option(help="Session id (the Stage 2 rollout is sticky on it).")] = None,
+    user: Annotated[str | None, typer.Option(help="User id.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Name of the agent that answered.")] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="JSONL file of requests; writes one verdict per line.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write JSONL (default stdout).")] = None,
+    stage2: Annotated[Stage2Mode | None, typer.Option(help="Override the Stage 2 flags for this check.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Check a prompt (and response) and print the verdict as JSON; or check a JSONL file of requests."""
+    if (prompt is None) == (input is None):
+        raise UsageError("give either --prompt (with an optional --response) or --input FILE.jsonl, not both")
+    if input is not None:
+        requests = _read_requests(input)
+    else:
+        ctx = Context(session_id=session, user_id=user, tenant=tenant, agent=agent)
+        requests = [CheckRequest(prompt=prompt, response=response, context=ctx)]
+    gate = _gate(config)
+    try:
+        lines = (gate.check(r, stage2_mode=stage2).model_dump_json() for r in requests)
+        if output is None:
+            for line in lines:
+                typer.echo(line)
+        else:
+            try:
+                with output.open("w", encoding="utf-8") as fh:
+                    for line in lines:
+                        fh.write(line + "\n")
+            except OSError as exc:
+                raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+            typer.echo(f"wrote {len(requests)} verdicts to {output}", err=True)
+    finally:
+        gate.close()
+
+
+@app.command()
+def plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """List installed plugins with their stage and status."""
+    from gate.registry import installed, load_plugins
+
+    settings = load_settings(config)
+    try:
+        loaded = {p.name: p for p in load_plugins(settings)}
+        load_error = None
+    except ConfigError as exc:
+        loaded, load_error = {}, str(exc)
+    rows = []
+    for name, ep in sorted(installed().items()):
+        enabled = name in settings.plugins
+        try:
+            cls = ep.load()
+            stage, description = getattr(cls, "stage", None), getattr(cls, "description", "")
+        except Exception as exc:
+            stage, description = None, f"failed to import: {exc}"
+        if name in loaded:
+            status = "ready" if loaded[name].ready() else "not ready"
+        elif enabled:
+            status = f"error: {load_error}"
+        else:
+            status = "disabled"
+        rows.append({"name": name, "stage": stage, "enabled": enabled, "status": status, "description": description})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "stage", "enabled", "status", "description")
+    for r in rows:
+        table.add_row(r["name"], str(r["stage"]), "yes" if r["enabled"] else "no", r["status"], r["description"])
+    Console().print(table)
+
+
+def _gate(config: Path | None):
+    from gate.engine import Gate
+
+    return Gate.from_settings(load_settings(config))
+
+
+def _read_requests(path: Path) -> list[CheckRequest]:
+    """All requests of a JSONL file, validated before any is checked."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+    requests = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            requests.append(CheckRequest.model_validate_json(line))
+        except ValidationError as exc:
+            raise UsageError(describe(exc, prefix=f"{path} line {n}: ").rstrip(".")) from None
+    if not requests:
+        raise UsageError(f"{path} holds no requests")
+    return requests
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one sentence and exit status 2."""
+    try:
+        app()
+    except (UsageError, ConfigError) as exc:
+        typer.echo(f"error: {str(exc).rstrip('.')}.", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,130 @@
+"""Gate configuration: a typed model loaded from YAML, with environment overrides.
+
+Environment variables win over the file: ``WALTZ_GATE_BUDGET_MS=300``, and nested fields with ``__``,
+e.g. ``WALTZ_GATE_POLICY__ON_FAILURE__STAGE2=closed``. Bad config fails with a sentence naming the field.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gate.types import Decision, Severity, Source, Stage2Mode
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used. The message is one sentence naming the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FailureMode(StrEnum):
+    OPEN = "open"  # a failing plugin is ignored; the verdict is marked bypassed
+    CLOSED = "closed"  # a failing plugin blocks the request
+
+
+class Rule(_Strict):
+    """Maps findings to an action. Rules are tried in order; the first that matches decides."""
+
+    category: str = "*"  # fnmatch glob over "<plugin>.<kind>"
+    source: Source | None = None  # only findings in the prompt, or in the response
+    min_severity: Severity = Severity.LOW
+    action: Decision
+
+
+DEFAULT_RULES = [
+    # Critical categories are blocked: sexual content involving minors, mass-casualty weapons, terror.
+    Rule(category="harmful.csam", action=Decision.BLOCK),
+    Rule(category="harmful.cbrn", action=Decision.BLOCK),
+    Rule(category="harmful.terrorism", action=Decision.BLOCK),
+    # Personal data: masked in responses; a user sharing their own in a prompt is noted, not acted on.
+    Rule(category="privacy.*", source=Source.PROMPT, action=Decision.ALLOW),
+    Rule(category="privacy.*", min_severity=Severity.MEDIUM, action=Decision.REDACT),
+    Rule(category="privacy.*", action=Decision.ALLOW),
+    # Everything else of medium severity or above is revised with feedback, as WaltzRL does.
+    Rule(category="*", min_severity=Severity.MEDIUM, action=Decision.REVISE),
+    Rule(category="*", action=Decision.ALLOW),
+]
+
+
+class FailurePolicy(_Strict):
+    stage1: FailureMode = FailureMode.CLOSED
+    stage2: FailureMode = FailureMode.OPEN
+
+
+class PolicySettings(_Strict):
+    rules: list[Rule] = Field(default_factory=lambda: list(DEFAULT_RULES))
+    on_failure: FailurePolicy = FailurePolicy()
+    refusal: str = "I can't help with that request."
+
+
+class PluginSettings(_Strict):
+    timeout_ms: float = Field(default=50.0, gt=0)
+    settings: dict[str, Any] = {}
+
+
+class Stage2Settings(_Strict):
+    # The mode used when no feature-flag provider decides per request.
+    mode: Stage2Mode = Stage2Mode.OFF
+    workers: int = Field(default=4, ge=1, le=64)
+
+
+class GateSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WALTZ_GATE_", env_nested_delimiter="__", extra="forbid")
+
+    plugins: list[str] = ["harmful", "malicious", "privacy"]
+    plugin_settings: dict[str, PluginSettings] = {}
+    budget_ms: float = Field(default=500.0, gt=0)
+    policy: PolicySettings = PolicySettings()
+    stage2: Stage2Settings = Stage2Settings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init values; the environment overrides it.
+        return env_settings, init_settings
+
+    def plugin(self, name: str) -> PluginSettings:
+        return self.plugin_settings.get(name, PluginSettings())
+
+
+def describe(exc: ValidationError, prefix: str = "") -> str:
+    """One sentence naming the first invalid field, for CLI errors and HTTP 4xx bodies."""
+    first = exc.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"]) or "(root)"
+    got = first.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    more = len(exc.errors()) - 1
+    tail = f"; {more} more problem{'s' * (more > 1)}" if more else ""
+    return f"{prefix}{loc}: {first['msg']}{shown}{tail}."
+
+
+def load_settings(path: str | Path | None = None) -> GateSettings:
+    """Settings from a YAML file (optional) with environment overrides; raises ConfigError."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}.") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}.") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level.")
+    try:
+        return GateSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, prefix="invalid config: ")) from None

@@ -1,0 +1,227 @@
+"""The gate: runs Stage 1 and Stage 2 plugins under deadlines and turns their findings into a verdict.
+
+Stage 1 plugins (patterns, microseconds) run in the calling thread: a thread hop would cost more than
+the scan. Stage 2 plugins (models) run in a thread pool and are abandoned at their deadline, which is
+the smaller of the plugin's timeout and what is left of the request's budget. Either way, a result that
+arrives after its deadline does not count: the plugin's finding has status timeout, and the stage's
+fail-open/fail-closed policy decides what that means.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from gate.config import GateSettings
+from gate.metrics import GateMetrics
+from gate.policy import Policy
+from gate.registry import LoadedPlugin, load_plugins
+from gate.types import CheckRequest, Decision, Detection, Finding, Stage2Info, Stage2Mode, Status, Verdict
+
+# Decides the Stage 2 mode for one request, with the reason recorded in the verdict and audit log.
+ModeResolver = Callable[[CheckRequest], tuple[Stage2Mode, str]]
+
+
+class Gate:
+    def __init__(
+        self,
+        settings: GateSettings,
+        plugins: list[LoadedPlugin],
+        modes: ModeResolver | None = None,
+        metrics: GateMetrics | None = None,
+    ):
+        self.settings = settings
+        self.plugins = plugins
+        self.policy = Policy(settings.policy)
+        self.metrics = metrics or GateMetrics()
+        self._modes = modes or (lambda _request: (settings.stage2.mode, "config"))
+        self._stage1 = [p for p in plugins if p.stage == 1]
+        self._stage2 = [p for p in plugins if p.stage == 2]
+        self._pool = (
+            ThreadPoolExecutor(settings.stage2.workers, thread_name_prefix="waltz-gate-stage2") if self._stage2 else None
+        )
+
+    @classmethod
+    def from_settings(cls, settings: GateSettings, modes: ModeResolver | None = None) -> Gate:
+        return cls(settings, load_plugins(settings), modes=modes)
+
+    def ready(self) -> dict[str, bool]:
+        out = {}
+        for p in self.plugins:
+            try:
+                out[p.name] = bool(p.ready())
+            except Exception:
+                out[p.name] = False
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def check(self, request: CheckRequest, stage2_mode: Stage2Mode | None = None) -> Verdict:
+        """Judge one request. ``stage2_mode`` overrides the flags (``waltz-gate check --stage2``)."""
+        start = time.perf_counter()
+        deadline = start + self.settings.budget_ms / 1000.0
+        correlation_id = request.context.correlation_id or uuid.uuid4().hex
+        timings: dict[str, float] = {}
+
+        findings: list[Finding] = []
+        for plugin in self._stage1:
+            findings += self._run_inline(plugin, request, timings)
+        timings["stage1"] = _ms(time.perf_counter() - start)
+
+        mode, reason = (stage2_mode, "override") if stage2_mode is not None else self._modes(request)
+        shadow: list[Finding] = []
+        if self._stage2 and mode != Stage2Mode.OFF:
+            stage1_blocked = any(f.action == Decision.BLOCK for f in findings)
+            t2 = time.perf_counter()
+            stage2 = (
+                [self._skipped(p, "stage 1 already blocked") for p in self._stage2]
+                if stage1_blocked
+                else self._run_pooled(self._stage2, request, deadline, timings)
+            )
+            timings["stage2"] = _ms(time.perf_counter() - t2)
+            (findings if mode == Stage2Mode.ENFORCE else shadow).extend(stage2)
+
+        verdict = self._verdict(request, findings, shadow, mode, reason, correlation_id, timings, start)
+        self.metrics.requests.labels(verdict.decision, mode).inc()
+        self.metrics.latency.labels(verdict.decision).observe(verdict.latency_ms / 1000.0)
+        return verdict
+
+    # -- running plugins --------------------------------------------------------------------------
+
+    def _run_inline(self, plugin: LoadedPlugin, request: CheckRequest, timings: dict[str, float]) -> list[Finding]:
+        t = time.perf_counter()
+        try:
+            result = plugin.check(request)
+        except Exception as exc:
+            return [self._failed(plugin, Status.ERROR, f"{type(exc).__name__}: {exc}", time.perf_counter() - t, timings)]
+        elapsed = time.perf_counter() - t
+        if elapsed > plugin.timeout_s:
+            return [self._failed(plugin, Status.TIMEOUT, f"took {_ms(elapsed)} ms, over its timeout", elapsed, timings)]
+        return self._wrap(plugin, result, elapsed, timings)
+
+    def _run_pooled(
+        self, plugins: list[LoadedPlugin], request: CheckRequest, deadline: float, timings: dict[str, float]
+    ) -> list[Finding]:
+        assert self._pool is not None
+        submitted = time.perf_counter()
+        futures: list[tuple[LoadedPlugin, Future]] = [(p, self._pool.submit(p.check, request)) for p in plugins]
+        out: list[Finding] = []
+        for plugin, future in futures:
+            plugin_deadline = min(submitted + plugin.timeout_s, deadline)
+            try:
+                result = future.result(timeout=max(0.0, plugin_deadline - time.perf_counter()))
+            except FutureTimeout:
+                future.cancel()
+                out.append(self._failed(plugin, Status.TIMEOUT, "deadline exceeded", time.perf_counter() - submitted, timings))
+                continue
+            except Exception as exc:
+                msg = f"{type(exc).__name__}: {exc}"
+                out.append(self._failed(plugin, Status.ERROR, msg, time.perf_counter() - submitted, timings))
+                continue
+            out += self._wrap(plugin, result, time.perf_counter() - submitted, timings)
+        return out
+
+    # -- findings ---------------------------------------------------------------------------------
+
+    def _wrap(self, plugin: LoadedPlugin, result: object, elapsed: float, timings: dict[str, float]) -> list[Finding]:
+        if not isinstance(result, list | tuple) or not all(isinstance(d, Detection) for d in result):
+            got = type(result).__name__
+            return [self._failed(plugin, Status.ERROR, f"returned {got}, not a sequence of Detection", elapsed, timings)]
+        self._observe(plugin, Status.OK, elapsed, timings)
+        latency = _ms(elapsed)
+        return [
+            Finding(
+                plugin=plugin.name,
+                stage=plugin.stage,
+                status=Status.OK,
+                category=d.category,
+                severity=d.severity,
+                action=self.policy.action(d.category, d.source, d.severity),
+                source=d.source,
+                score=d.score,
+                spans=d.spans,
+                message=d.message,
+                feedback=d.feedback,
+                labels=d.labels,
+                revision=d.revision,
+                latency_ms=latency,
+            )
+            for d in result
+        ]
+
+    def _failed(self, plugin: LoadedPlugin, status: Status, message: str, elapsed: float, timings: dict[str, float]) -> Finding:
+        self._observe(plugin, status, elapsed, timings)
+        return Finding(
+            plugin=plugin.name,
+            stage=plugin.stage,
+            status=status,
+            category="gate.plugin_failure",
+            action=self.policy.failure_action(plugin.stage),
+            message=message,
+            latency_ms=_ms(elapsed),
+        )
+
+    def _skipped(self, plugin: LoadedPlugin, reason: str) -> Finding:
+        self.metrics.plugin_status.labels(plugin.name, Status.SKIPPED).inc()
+        return Finding(plugin=plugin.name, stage=plugin.stage, status=Status.SKIPPED, message=reason)
+
+    def _observe(self, plugin: LoadedPlugin, status: Status, elapsed: float, timings: dict[str, float]) -> None:
+        timings[f"plugin.{plugin.name}"] = _ms(elapsed)
+        self.metrics.plugin_status.labels(plugin.name, status).inc()
+        self.metrics.plugin_latency.labels(plugin.name).observe(elapsed)
+
+    # -- verdict ----------------------------------------------------------------------------------
+
+    def _verdict(
+        self,
+        request: CheckRequest,
+        findings: list[Finding],
+        shadow: list[Finding],
+        mode: Stage2Mode,
+        reason: str,
+        correlation_id: str,
+        timings: dict[str, float],
+        start: float,
+    ) -> Verdict:
+        decision, text, feedback = self.policy.decide(request, findings)
+        failures = [f for f in findings if f.status in (Status.ERROR, Status.TIMEOUT)]
+        degraded = bool(failures)
+        bypassed = any(f.action == Decision.ALLOW for f in failures)
+        if degraded:
+            self.metrics.degraded.labels(str(bypassed).lower()).inc()
+
+        would_decide = None
+        if shadow:
+            would_decide = self.policy.decide(request, findings + shadow)[0]
+            if would_decide != decision:
+                self.metrics.shadow_disagreement.inc()
+        stage2_ok = [f for f in findings if f.stage == 2 and f.status == Status.OK]
+        labels: dict[str, bool] = {}
+        for f in stage2_ok:
+            for k, v in f.labels.items():
+                labels[k] = labels.get(k, False) or v
+        category = next((f.category for f in stage2_ok if f.action != Decision.ALLOW), None)
+
+        timings["total"] = _ms(time.perf_counter() - start)
+        return Verdict(
+            decision=decision,
+            response=text,
+            feedback=feedback,
+            findings=tuple(findings),
+            stage2=Stage2Info(mode=mode, reason=reason, labels=labels, category=category, would_decide=would_decide),
+            bypassed=bypassed,
+            degraded=degraded,
+            latency_ms=timings["total"],
+            correlation_id=correlation_id,
+            timings=timings,
+            shadow_findings=tuple(shadow),
+        )
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)

@@ -1,0 +1,78 @@
+"""Policy: findings -> actions -> one decision, the text to return, and the feedback to revise with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+from functools import lru_cache
+
+from gate.config import FailureMode, PolicySettings
+from gate.types import CheckRequest, Decision, Finding, Severity, Source, Span, Status
+
+
+class Policy:
+    def __init__(self, settings: PolicySettings):
+        self.settings = settings
+        # Rules are fixed after start-up, so the mapping can be memoised per (category, source, severity).
+        self.action = lru_cache(maxsize=4096)(self._action)
+
+    def _action(self, category: str, source: Source, severity: Severity) -> Decision:
+        for rule in self.settings.rules:
+            if (
+                fnmatchcase(category, rule.category)
+                and (rule.source is None or rule.source == source)
+                and severity.rank >= rule.min_severity.rank
+            ):
+                return rule.action
+        return Decision.ALLOW
+
+    def failure_action(self, stage: int) -> Decision:
+        mode = self.settings.on_failure.stage1 if stage == 1 else self.settings.on_failure.stage2
+        return Decision.BLOCK if mode == FailureMode.CLOSED else Decision.ALLOW
+
+    def decide(self, request: CheckRequest, findings: Iterable[Finding]) -> tuple[Decision, str | None, str | None]:
+        """The decision, the text to return and the feedback, from findings that count.
+
+        Redaction comes before blocking: personal data is masked in the response whatever else is
+        decided, and only a finding whose own action is block blocks the answer.
+        """
+        decision = Decision.ALLOW
+        redact: list[tuple[Span, str]] = []
+        feedback: list[str] = []
+        revision = None
+        for f in findings:
+            if f.status == Status.SKIPPED:
+                continue
+            if f.action.rank > decision.rank:
+                decision = f.action
+            if f.action == Decision.REDACT and f.category:
+                redact += [(s, f.category) for s in f.spans if s.source == Source.RESPONSE]
+            if f.action in (Decision.REVISE, Decision.BLOCK) and f.feedback and f.feedback not in feedback:
+                feedback.append(f.feedback)
+            if f.action == Decision.REVISE and f.revision:
+                revision = f.revision
+        if decision == Decision.BLOCK:
+            text = self.settings.refusal
+        elif decision == Decision.REVISE and revision is not None:
+            text = revision
+        else:
+            text = apply_redactions(request.response, redact)
+        return decision, text, "\n".join(feedback) or None
+
+
+def apply_redactions(text: str | None, spans: list[tuple[Span, str]]) -> str | None:
+    """Replace each span with a label such as [EMAIL]; overlapping spans are merged."""
+    if text is None or not spans:
+        return text
+    merged: list[list] = []
+    for span, category in sorted(spans, key=lambda x: (x[0].start, -x[0].end)):
+        if merged and span.start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], span.end)
+        else:
+            merged.append([span.start, span.end, category.rsplit(".", 1)[-1].upper()])
+    out, pos = [], 0
+    for start, end, label in merged:
+        out += [text[pos:start], f"[{label}]"]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)

@@ -1,0 +1,112 @@
+"""Plugin discovery and loading through pluggy and the ``waltz_gate`` entry-point group."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from gate import hookspecs
+from gate.config import ConfigError, GateSettings
+from gate.types import CheckRequest, Detection
+
+
+@dataclass(frozen=True)
+class LoadedPlugin:
+    name: str
+    stage: int
+    description: str
+    timeout_s: float
+    check: Callable[[CheckRequest], Sequence[Detection]]
+    ready: Callable[[], bool]
+
+
+def installed() -> dict[str, EntryPoint]:
+    """Every plugin installed in this environment, by entry-point name."""
+    return {ep.name: ep for ep in entry_points(group=hookspecs.PROJECT)}
+
+
+def _impl(pm: pluggy.PluginManager, hook: str, name: str) -> Callable[..., Any] | None:
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        if impl.plugin_name == name:
+            return impl.function
+    return None
+
+
+def _instantiate(name: str, ep: EntryPoint) -> Any:
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a third-party import error must not read as a traceback
+        raise ConfigError(f"plugin {name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}.") from None
+    if not isinstance(cls, type):
+        raise ConfigError(f"plugin {name!r}: entry point {ep.value} must name a class.")
+    stage = getattr(cls, "stage", None)
+    if stage not in (1, 2):
+        raise ConfigError(f"plugin {name!r}: class attribute 'stage' must be 1 or 2, not {stage!r}.")
+    if getattr(cls, "name", name) != name:
+        raise ConfigError(f"plugin {name!r}: class attribute 'name' is {cls.name!r}; it must equal the entry-point name.")
+    return cls()
+
+
+def load_plugins(settings: GateSettings) -> list[LoadedPlugin]:
+    """Load, validate and set up the plugins named in ``settings.plugins``, in that order.
+
+    Raises ConfigError for an unknown plugin, a plugin that fails to import or set up, settings for a
+    plugin that is not enabled, or a hook implementation that matches no hook in the spec.
+    """
+    available = installed()
+    for name in settings.plugins:
+        if name not in available:
+            known = ", ".join(sorted(available)) or "none"
+            raise ConfigError(f"config field plugins names {name!r}, which is not installed (installed: {known}).")
+    for name in settings.plugin_settings:
+        if name not in settings.plugins:
+            raise ConfigError(f"config field plugin_settings.{name} configures a plugin that is not enabled in plugins.")
+    if len(set(settings.plugins)) != len(settings.plugins):
+        raise ConfigError("config field plugins lists a plugin more than once.")
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    objects = {}
+    for name in settings.plugins:
+        objects[name] = _instantiate(name, available[name])
+        pm.register(objects[name], name=name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"plugin {exc.plugin_name!r} implements a hook the gate does not define: {exc}.") from None
+
+    loaded = []
+    for name, obj in objects.items():
+        check = _impl(pm, "gate_check", name)
+        if check is None:
+            raise ConfigError(f"plugin {name!r} does not implement the required hook gate_check.")
+        defaults = dict(getattr(obj, "defaults", {}))
+        own = settings.plugin(name)
+        unknown = sorted(set(own.settings) - set(defaults))
+        if unknown:
+            raise ConfigError(
+                f"config field plugin_settings.{name}.settings has unknown key {unknown[0]!r} "
+                f"(known: {', '.join(sorted(defaults)) or 'none'})."
+            )
+        setup = _impl(pm, "gate_setup", name)
+        if setup is not None:
+            try:
+                setup(settings={**defaults, **own.settings})
+            except Exception as exc:
+                raise ConfigError(f"plugin {name!r} failed to start: {exc}") from None
+        ready = _impl(pm, "gate_ready", name)
+        loaded.append(
+            LoadedPlugin(
+                name=name,
+                stage=obj.stage,
+                description=getattr(obj, "description", ""),
+                timeout_s=own.timeout_ms / 1000.0,
+                check=lambda request, _f=check: _f(request=request),
+                ready=ready if ready is not None else (lambda: True),
+            )
+        )
+    return loaded
