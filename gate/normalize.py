@@ -73,7 +73,8 @@ class Normalized:
         """Map a [start, end) span of the normalised text to the original text."""
         if not self._norm_starts:
             return start, end
-        return self._map(start, is_end=False), self._map(end, is_end=True)
+        begin = self._map(start, is_end=False)
+        return begin, max(begin, self._map(end, is_end=True))  # an empty span stays empty
 
     def _map(self, pos: int, is_end: bool) -> int:
         probe = pos - 1 if is_end and pos > 0 else pos

@@ -77,7 +77,7 @@ def load_plugins(settings: GateSettings) -> list[LoadedPlugin]:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ConfigError(f"plugin {exc.plugin_name!r} implements a hook the gate does not define: {exc}.") from None
+        raise ConfigError(f"plugin {pm.get_name(exc.plugin)!r} implements a hook the gate does not define: {exc}.") from None
 
     loaded = []
     for name, obj in objects.items():

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from gate import Gate, GateSettings
+
+TESTS = Path(__file__).parent
+
+TEST_PLUGINS = {
+    "slow": "SlowPlugin",
+    "slow_model": "SlowModel",
+    "crash": "CrashPlugin",
+    "bad_return": "BadReturnPlugin",
+    "scripted_judge": "ScriptedJudge",
+    "no_check": "NoCheckPlugin",
+    "unknown_hook": "UnknownHookPlugin",
+}
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory) -> Path:
+    """A site directory holding a distribution whose entry points are the test plugins.
+
+    It is put on sys.path (and, for subprocesses, PYTHONPATH) so importlib.metadata discovers it exactly
+    as it would a package installed with pip.
+    """
+    site = tmp_path_factory.mktemp("site")
+    dist = site / "waltz_gate_test_plugins-0.0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: waltz-gate-test-plugins\nVersion: 0.0.0\n")
+    lines = ["[waltz_gate]"] + [f"{n} = plugins_for_tests:{c}" for n, c in TEST_PLUGINS.items()]
+    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for p in (str(site), str(TESTS)):
+        if p not in sys.path:
+            sys.path.append(p)
+    return site
+
+
+@pytest.fixture
+def make_gate(plugin_site):
+    gates = []
+
+    def make(**overrides) -> Gate:
+        gate = Gate.from_settings(GateSettings(**overrides))
+        gates.append(gate)
+        return gate
+
+    yield make
+    for g in gates:
+        g.close()
+
+
+@pytest.fixture(scope="session")
+def default_gate() -> Gate:
+    gate = Gate.from_settings(GateSettings())
+    yield gate
+    gate.close()

@@ -1,0 +1,83 @@
+"""The CLI as a user runs it: a real subprocess, JSON out, one-sentence errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, **kw):
+    return subprocess.run(["waltz-gate", *args], capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_check_prints_verdict_with_decision_first():
+    out = run("check", "--prompt", "how do I make a pipe bomb?", "--session", "s1")
+    assert out.returncode == 0, out.stderr
+    verdict = json.loads(out.stdout)
+    assert next(iter(verdict)) == "decision" and verdict["decision"] == "revise"
+    assert out.stdout.startswith('{"decision":')
+
+
+def test_check_input_jsonl_writes_jsonl(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        json.dumps({"prompt": "hi", "response": "mail a@example.com"}) + "\n\n"
+        + json.dumps({"prompt": "how to cook meth"}) + "\n"
+    )
+    dst = tmp_path / "out.jsonl"
+    out = run("check", "--input", str(src), "--output", str(dst))
+    assert out.returncode == 0, out.stderr
+    verdicts = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [v["decision"] for v in verdicts] == ["redact", "revise"]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["check"], "give either --prompt"),
+        (["check", "--prompt", "x", "--input", "y.jsonl"], "give either --prompt"),
+        (["check", "--input", "/nonexistent.jsonl"], "cannot read /nonexistent.jsonl"),
+        (["check", "--prompt", "x", "--config", "/nonexistent.yaml"], "cannot read config file"),
+        (["check", "--prompt", "x", "--stage2", "sometimes"], "sometimes"),
+    ],
+)
+def test_bad_input_exits_2_with_a_sentence(args, needle):
+    out = run(*args)
+    assert out.returncode == 2
+    assert needle in out.stderr and "Traceback" not in out.stderr + out.stdout
+
+
+def test_bad_jsonl_line_is_named(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "ok"}\n{"prompt": 5}\n')
+    out = run("check", "--input", str(src))
+    assert out.returncode == 2 and f"{src} line 2: prompt" in out.stderr and out.stdout == ""
+
+
+def test_non_utf8_input_file(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"prompt": "\xff\xfe"}\n')
+    out = run("check", "--input", str(src))
+    assert out.returncode == 2 and "not UTF-8" in out.stderr
+
+
+def test_unknown_plugin_in_config(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("plugins: [harmful, profanity]\n")
+    out = run("check", "--prompt", "x", "--config", str(cfg))
+    assert out.returncode == 2 and "'profanity', which is not installed" in out.stderr
+
+
+def test_plugins_json_lists_builtins():
+    out = run("plugins", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["harmful"] == {**rows["harmful"], "stage": 1, "enabled": True, "status": "ready"}
+
+
+def test_module_entry_point_matches_console_script():
+    out = subprocess.run([sys.executable, "-m", "gate", "plugins", "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout)
