@@ -6,8 +6,8 @@ Two levels:
 - ``full``: light, plus diacritics stripped, common homoglyphs folded to Latin (Cyrillic/Greek look-alikes)
   and leetspeak digits/symbols folded to letters (``b0mb`` -> ``bomb``). Used by topic packs.
 
-Plain ASCII without control characters takes a fast path (a single ``str.translate``, which keeps
-offsets unchanged). Other text is split into ASCII runs, copied as they are, and the characters between
+Plain ASCII without control characters takes a fast path: one ``str.translate``, and when it deleted
+nothing, offsets are unchanged. Other text is split into ASCII runs, copied as they are, and the characters between
 them, folded one by one; each piece records where it came from, so a match in the normalised text maps
 back to a span of the original.
 """
@@ -26,7 +26,10 @@ Level = Literal["light", "full"]
 # Characters outside printable ASCII (plus tab/newline/CR) need per-character folding.
 _COMPLEX_RUN = re.compile(r"[^\x20-\x7e\t\n\r]+")
 
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a"})
+_LEET = {ord(k): v for k, v in {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a"}.items()}
+# ASCII control characters (but tab, newline, carriage return) are deleted at both levels.
+_CONTROLS = {c: None for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]}
+_ASCII_TABLE: dict[str, dict[int, str | None]] = {"light": _CONTROLS, "full": {**_CONTROLS, **_LEET}}
 
 _HOMOGLYPHS = {
     # Cyrillic
@@ -85,8 +88,10 @@ class Normalized:
 
 
 def normalize(text: str, level: Level) -> Normalized:
-    if text.isascii() and _COMPLEX_RUN.search(text) is None:
-        return Normalized(text.translate(_LEET) if level == "full" else text)
+    if text.isascii():
+        out = text.translate(_ASCII_TABLE[level])
+        if len(out) == len(text):  # nothing deleted: offsets are unchanged
+            return Normalized(out)
     pieces: list[str] = []
     norm_starts: list[int] = []
     orig_starts: list[int] = []
