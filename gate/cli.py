@@ -111,6 +111,45 @@ def plugins(
     Console().print(table)
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default from config: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from config: 8080).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes (default 1).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the HTTP sidecar (uvicorn). SIGTERM lets in-flight checks finish and flushes the audit log."""
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from gate import logs, server
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    for key, value in overrides.items():  # the worker processes read settings from the environment too
+        os.environ[f"WALTZ_GATE_SERVER__{key.upper()}"] = str(value)
+    if config is not None:
+        os.environ[server.CONFIG_ENV] = str(config.resolve())
+    settings = load_settings(config)
+    # Fail fast, with a sentence, on bad config, plugins or token file, before the workers start.
+    server.load_token(settings)
+    _gate(config).close()
+    if settings.server.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="waltz-gate-metrics-")
+    logs.configure(access_log=settings.server.access_log)
+    uvicorn.run(
+        "gate.server:app_from_env",
+        factory=True,
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=settings.server.workers,
+        log_config=None,
+        access_log=settings.server.access_log,
+        timeout_graceful_shutdown=settings.server.graceful_timeout_s,
+    )
+
+
 def _gate(config: Path | None):
     from gate.engine import Gate
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gate.audit import AuditSettings
 from gate.types import Decision, Severity, Source, Stage2Mode
 
 
@@ -76,6 +77,19 @@ class Stage2Settings(_Strict):
     workers: int = Field(default=4, ge=1, le=64)
 
 
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    # Bearer token: from the environment variable WALTZ_GATE_API_TOKEN, or this file. Neither: no auth.
+    token_file: Path | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_batch: int = Field(default=64, ge=1, le=1024)
+    graceful_timeout_s: float = Field(default=30.0, gt=0)
+    access_log: bool = False
+    audit: AuditSettings = AuditSettings()
+
+
 class GateSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WALTZ_GATE_", env_nested_delimiter="__", extra="forbid")
 
@@ -84,6 +98,7 @@ class GateSettings(BaseSettings):
     budget_ms: float = Field(default=500.0, gt=0)
     policy: PolicySettings = PolicySettings()
     stage2: Stage2Settings = Stage2Settings()
+    server: ServerSettings = ServerSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -35,6 +35,12 @@ class GateMetrics:
             "waltz_gate_stage2_shadow_disagreement",
             "Shadow-mode checks where Stage 2 would have changed the decision.", registry=r,
         )
+        self.http_requests = Counter(
+            "waltz_gate_http_requests", "HTTP requests by route and status code.", ["route", "status"], registry=r
+        )
+        self.http_latency = Histogram(
+            "waltz_gate_http_latency_seconds", "HTTP latency by route.", ["route"], buckets=_LATENCY_BUCKETS, registry=r
+        )
         self.batch_size = Histogram(
             "waltz_gate_stage2_batch_size", "Stage 2 micro-batch sizes.",
             buckets=(1, 2, 4, 8, 16, 32, 64), registry=r,

@@ -58,3 +58,35 @@ def default_gate() -> Gate:
     gate = Gate.from_settings(GateSettings())
     yield gate
     gate.close()
+
+
+
+@pytest.fixture
+def sidecar(tmp_path, plugin_site):
+    """Factory: start a real sidecar with the given config; every one started is stopped afterwards."""
+    from sidecar import Sidecar
+
+    started = []
+
+    def start(config: dict | None = None, env: dict | None = None) -> Sidecar:
+        workdir = tmp_path / f"sidecar{len(started)}"
+        workdir.mkdir()
+        started.append(Sidecar(workdir, config or {}, plugin_site, env))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.terminate()
+
+
+@pytest.fixture(scope="session")
+def shared_sidecar(tmp_path_factory, plugin_site):
+    """One sidecar with the default config and a token, shared by the read-only HTTP tests."""
+    from sidecar import Sidecar
+
+    s = Sidecar(tmp_path_factory.mktemp("shared"), {}, plugin_site, env={"WALTZ_GATE_API_TOKEN": TOKEN})
+    yield s
+    s.terminate()
+
+
+TOKEN = "test-token-0123456789"
