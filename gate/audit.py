@@ -2,8 +2,8 @@
 
 Every line is written and flushed to the operating system before the verdict is returned, so a crash
 of the process loses nothing. ``fsync`` decides when the OS is made to write it to disk: ``always``
-(before the verdict returns), ``interval`` (at most ``fsync_interval_s`` after; the default) or
-``never``. Prompt and response text are stored as sha256 digests and lengths unless ``raw_text`` is on.
+(before the verdict returns), ``interval`` (a background thread, at most ``fsync_interval_s`` after;
+the default) or ``never`` (the OS decides). Closing the log always fsyncs. Prompt and response text are stored as sha256 digests and lengths unless ``raw_text`` is on.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -82,8 +81,11 @@ class AuditLog:
         self._lock = threading.Lock()
         self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for the life of the log
         self._size = self._fh.tell()
-        self._last_sync = time.monotonic()
         self.written = 0
+        self._dirty = False
+        self._closed = threading.Event()
+        if settings.fsync == "interval":
+            threading.Thread(target=self._sync_loop, name="waltz-gate-audit-fsync", daemon=True).start()
 
     def write(self, line: dict) -> None:
         data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass")
@@ -94,17 +96,27 @@ class AuditLog:
             self._fh.flush()
             self._size += len(data)
             self.written += 1
-            now = time.monotonic()
-            if self.settings.fsync == "always" or (
-                self.settings.fsync == "interval" and now - self._last_sync >= self.settings.fsync_interval_s
-            ):
+            self._dirty = True
+            if self.settings.fsync == "always":
                 os.fsync(self._fh.fileno())
-                self._last_sync = now
+                self._dirty = False
+
+    def _sync_loop(self) -> None:
+        while not self._closed.wait(self.settings.fsync_interval_s):
+            with self._lock:  # fsync itself runs outside the lock, so writers never wait on the disk
+                fd = self._fh.fileno() if self._dirty and not self._fh.closed else None
+                self._dirty = False
+            if fd is not None:
+                try:
+                    os.fsync(fd)
+                except OSError:
+                    pass  # rotated or closed meanwhile: both fsync the file themselves
 
     def writable(self) -> bool:
         return not self._fh.closed and os.access(self.path.parent, os.W_OK)
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             if not self._fh.closed:
                 self._fh.flush()

@@ -150,6 +150,32 @@ def serve(
     )
 
 
+@app.command()
+def health(
+    url: Annotated[str, typer.Option(help="Base URL of the sidecar.")] = "http://127.0.0.1:8080",
+    wait: Annotated[float, typer.Option(min=0, help="Keep trying for this many seconds.")] = 0.0,
+) -> None:
+    """Exit 0 when the sidecar's /readyz says ready, 1 otherwise (for health checks and start-up)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            r = httpx.get(f"{url.rstrip('/')}/readyz", timeout=2.0)
+            if r.status_code == 200:
+                typer.echo("ready")
+                return
+            reason = f"not ready: {r.text[:200]}"
+        except httpx.HTTPError as exc:
+            reason = f"unreachable: {type(exc).__name__}"
+        if time.monotonic() >= deadline:
+            typer.echo(f"{url} {reason}", err=True)
+            raise typer.Exit(1)
+        time.sleep(0.5)
+
+
 def _gate(config: Path | None):
     from gate.engine import Gate
 

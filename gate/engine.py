@@ -44,6 +44,10 @@ class Gate:
             ThreadPoolExecutor(settings.stage2.workers, thread_name_prefix="waltz-gate-stage2") if self._stage2 else None
         )
 
+    @property
+    def has_stage2(self) -> bool:
+        return bool(self._stage2)
+
     @classmethod
     def from_settings(cls, settings: GateSettings, modes: ModeResolver | None = None) -> Gate:
         return cls(settings, load_plugins(settings), modes=modes)
@@ -188,7 +192,7 @@ class Gate:
         timings: dict[str, float],
         start: float,
     ) -> Verdict:
-        decision, text, feedback = self.policy.decide(request, findings)
+        decision, text, feedback, revised = self.policy.decide(request, findings)
         failures = [f for f in findings if f.status in (Status.ERROR, Status.TIMEOUT)]
         degraded = bool(failures)
         bypassed = any(f.action == Decision.ALLOW for f in failures)
@@ -212,6 +216,7 @@ class Gate:
             decision=decision,
             response=text,
             feedback=feedback,
+            revised=revised,
             findings=tuple(findings),
             stage2=Stage2Info(mode=mode, reason=reason, labels=labels, category=category, would_decide=would_decide),
             bypassed=bypassed,

@@ -30,8 +30,8 @@ class Policy:
         mode = self.settings.on_failure.stage1 if stage == 1 else self.settings.on_failure.stage2
         return Decision.BLOCK if mode == FailureMode.CLOSED else Decision.ALLOW
 
-    def decide(self, request: CheckRequest, findings: Iterable[Finding]) -> tuple[Decision, str | None, str | None]:
-        """The decision, the text to return and the feedback, from findings that count.
+    def decide(self, request: CheckRequest, findings: Iterable[Finding]) -> tuple[Decision, str | None, str | None, bool]:
+        """The decision, the text to return, the feedback and whether the text is a revision.
 
         Redaction comes before blocking: personal data is masked in the response whatever else is
         decided, and only a finding whose own action is block blocks the answer.
@@ -51,13 +51,14 @@ class Policy:
                 feedback.append(f.feedback)
             if f.action == Decision.REVISE and f.revision:
                 revision = f.revision
+        revised = decision == Decision.REVISE and revision is not None
         if decision == Decision.BLOCK:
             text = self.settings.refusal
-        elif decision == Decision.REVISE and revision is not None:
+        elif revised:
             text = revision
         else:
             text = apply_redactions(request.response, redact)
-        return decision, text, "\n".join(feedback) or None
+        return decision, text, "\n".join(feedback) or None, revised
 
 
 def apply_redactions(text: str | None, spans: list[tuple[Span, str]]) -> str | None:

@@ -2,8 +2,12 @@
 
 Errors are always a status below 500 with ``{"detail": "<one sentence>"}``: 400 for a body that is not
 UTF-8 JSON, 401 for a missing or wrong bearer token, 413 for a body over the limit, 422 for a body that
-does not fit the schema (the field is named). Each check runs in a worker thread (the event loop never
-waits on CPU work) and its audit line is written before the verdict is returned.
+does not fit the schema (the field is named). A check's audit line is written before its verdict is
+returned.
+
+Where a check can block (Stage 2 plugins loaded, or fsync on every audit line) it runs in a worker
+thread. Otherwise it runs on the event loop: Stage 1 plugins must not block (gate/hookspecs.py) and take
+microseconds, less than a thread hop costs (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -175,6 +179,13 @@ def create_app(settings: GateSettings, gate: Gate | None = None) -> FastAPI:
             audit.write(record(request, verdict, raw_text))
         return verdict
 
+    async def run_check(request: CheckRequest) -> Verdict:
+        if blocking:
+            return await anyio.to_thread.run_sync(checked, request)
+        return checked(request)
+
+    blocking = gate.has_stage2 or (audit is not None and audit_settings.fsync == "always")
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
@@ -199,7 +210,7 @@ def create_app(settings: GateSettings, gate: Gate | None = None) -> FastAPI:
 
     @app.post("/v1/check", responses={200: {"model": Verdict}}, dependencies=[Depends(require_token)])
     async def check(request: CheckRequest) -> Response:
-        verdict = await anyio.to_thread.run_sync(checked, request)
+        verdict = await run_check(request)
         return Response(verdict.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/check/batch", responses={200: {"model": BatchVerdicts}}, dependencies=[Depends(require_token)])
@@ -209,7 +220,7 @@ def create_app(settings: GateSettings, gate: Gate | None = None) -> FastAPI:
         verdicts: list[str] = [""] * len(batch.items)
 
         async def one(i: int, item: CheckRequest) -> None:
-            verdicts[i] = (await anyio.to_thread.run_sync(checked, item)).model_dump_json()
+            verdicts[i] = (await run_check(item)).model_dump_json()
 
         async with anyio.create_task_group() as tg:
             for i, item in enumerate(batch.items):

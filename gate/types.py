@@ -143,6 +143,8 @@ class Verdict(_Frozen):
     decision: Decision
     response: str | None
     feedback: str | None = None
+    # True when `response` is a revision the gate's conversation agent wrote (decision revise).
+    revised: bool = False
     findings: tuple[Finding, ...] = ()
     stage2: Stage2Info
     bypassed: bool = False

@@ -69,13 +69,13 @@ def test_stage2_enforce_returns_labels_and_feedback(make_gate):
     assert verdict.decision == Decision.REVISE
     assert verdict.stage2.labels == {"unsafe": False, "overrefuse": True}
     assert verdict.feedback == "Answer the question helpfully."
-    assert verdict.response == "I can't help with that."  # no revision backend: the router revises
+    assert verdict.response == "I can't help with that." and not verdict.revised  # the router revises
 
 
 def test_stage2_revision_becomes_the_response(make_gate):
     gate = make_gate(plugins=["scripted_judge"], plugin_settings={"scripted_judge": {"settings": {"revise": True}}})
     verdict = gate.check(_req(response="UNSAFE steps"), stage2_mode=Stage2Mode.ENFORCE)
-    assert verdict.decision == Decision.REVISE and verdict.response == "A safe, helpful answer."
+    assert verdict.decision == Decision.REVISE and verdict.response == "A safe, helpful answer." and verdict.revised
 
 
 def test_shadow_mode_records_but_does_not_decide(make_gate):

@@ -29,7 +29,7 @@ def test_http_conforms(shared_sidecar, case):
 def test_verdict_fields_in_order(shared_sidecar):
     r = post(shared_sidecar, "/v1/check", {"prompt": "hi", "response": "hello", "context": {"correlation_id": "c-1"}})
     keys = list(r.json())
-    assert keys[:4] == ["decision", "response", "feedback", "findings"]
+    assert keys[:5] == ["decision", "response", "feedback", "revised", "findings"]
     for k in ("stage2", "bypassed", "degraded", "latency_ms", "correlation_id"):
         assert k in keys
     assert r.json()["correlation_id"] == "c-1"
@@ -156,8 +156,9 @@ def test_slow_plugin_hits_the_deadline(sidecar):
 
 def test_sigterm_finishes_in_flight_requests_and_flushes_audit(sidecar):
     s = sidecar({
-        "plugins": ["slow"],
-        "plugin_settings": {"slow": {"timeout_ms": 5000, "settings": {"sleep_s": 0.8}}},
+        "plugins": ["harmful", "slow_model"],
+        "stage2": {"mode": "enforce", "workers": 8},
+        "plugin_settings": {"slow_model": {"timeout_ms": 5000, "settings": {"sleep_s": 0.8}}},
         "budget_ms": 5000,
     })
     n = 8
@@ -182,3 +183,16 @@ def test_bad_config_fails_startup_with_a_sentence(tmp_path):
     out = subprocess.run([sys.executable, "-m", "gate", "serve", "--port", "1", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "'nope', which is not installed" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_health_command(shared_sidecar):
+    import subprocess
+    import sys
+
+    from sidecar import free_port
+
+    ok = subprocess.run([sys.executable, "-m", "gate", "health", "--url", shared_sidecar.url], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.strip() == "ready"
+    down = subprocess.run([sys.executable, "-m", "gate", "health", "--url", f"http://127.0.0.1:{free_port()}"],
+                          capture_output=True, text=True)
+    assert down.returncode == 1 and "unreachable" in down.stderr
