@@ -112,6 +112,13 @@ def load(args: argparse.Namespace) -> None:
     if shutil.which("wrk") is None:
         sys.exit("error: wrk is not installed (apt-get install wrk).")
     server = start(args.config, args.workers)
+    try:
+        run_load(args, server)
+    finally:
+        server.terminate()
+
+
+def run_load(args: argparse.Namespace, server: Sidecar) -> None:
     print(f"workers={args.workers}; server RSS after start: {rss_mb(server.proc.pid):.1f} MB (main process)")
     script = Path(tempfile.mkdtemp()) / "bodies.lua"
     script.write_text(WRK_SCRIPT % ", ".join(lua_string(json.dumps(p)) for p in PAYLOADS))
@@ -123,10 +130,9 @@ def load(args: argparse.Namespace) -> None:
         p50, p95, p99, rate = (statistics.median(r[k] for r in runs) for k in (2, 3, 4, 5))
         total, errors = sum(r[0] for r in runs), sum(r[1] for r in runs)
         print(f"| {connections} | {total} ({args.runs} runs) | {p50:.2f} | {p95:.2f} | {p99:.2f} | {rate:.0f} | {errors} |")
-    audited = sum(len(p.read_text().splitlines()) for p in server.audit_path.parent.glob("audit*.jsonl"))
     server.terminate()
-    print(f"audit lines after SIGTERM: {sum(len(p.read_text().splitlines()) for p in server.audit_path.parent.glob('audit*.jsonl'))}"
-          f" (before stop: {audited})")
+    audited = sum(p.read_text().count("\n") for p in server.audit_path.parent.glob("audit*.jsonl*"))
+    print(f"audit lines after SIGTERM: {audited}")
 
 
 def lua_string(text: str) -> str:

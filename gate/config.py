@@ -74,7 +74,10 @@ class PluginSettings(_Strict):
 class Stage2Settings(_Strict):
     # The mode used when no feature-flag provider decides per request.
     mode: Stage2Mode = Stage2Mode.OFF
-    workers: int = Field(default=4, ge=1, le=64)
+    workers: int = Field(default=8, ge=1, le=64)
+    # Micro-batching of concurrent checks for plugins that implement gate_check_batch.
+    max_batch: int = Field(default=8, ge=1, le=256)
+    max_wait_ms: float = Field(default=2.0, ge=0)
 
 
 class ServerSettings(_Strict):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from gate.batching import MicroBatcher
 from gate.config import GateSettings
 from gate.metrics import GateMetrics
 from gate.policy import Policy
@@ -43,6 +44,13 @@ class Gate:
         self._pool = (
             ThreadPoolExecutor(settings.stage2.workers, thread_name_prefix="waltz-gate-stage2") if self._stage2 else None
         )
+        s2 = settings.stage2
+        self._batchers = {
+            p.name: MicroBatcher(p.check_batch, s2.max_batch, s2.max_wait_ms / 1000.0,
+                                 on_batch=self.metrics.batch_size.observe, name=f"batch-{p.name}")
+            for p in self._stage2
+            if p.check_batch is not None
+        }
 
     @property
     def has_stage2(self) -> bool:
@@ -62,6 +70,8 @@ class Gate:
         return out
 
     def close(self) -> None:
+        for batcher in self._batchers.values():
+            batcher.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -113,7 +123,10 @@ class Gate:
     ) -> list[Finding]:
         assert self._pool is not None
         submitted = time.perf_counter()
-        futures: list[tuple[LoadedPlugin, Future]] = [(p, self._pool.submit(p.check, request)) for p in plugins]
+        futures: list[tuple[LoadedPlugin, Future]] = [
+            (p, self._batchers[p.name].future(request) if p.name in self._batchers else self._pool.submit(p.check, request))
+            for p in plugins
+        ]
         out: list[Finding] = []
         for plugin, future in futures:
             plugin_deadline = min(submitted + plugin.timeout_s, deadline)

@@ -76,5 +76,15 @@ def gate_check(request: CheckRequest) -> Sequence[Detection]:
 
 
 @hookspec
+def gate_check_batch(requests: Sequence[CheckRequest]) -> Sequence[Sequence[Detection]]:
+    """Judge several requests at once: one sequence of detections per request, in order.
+
+    Optional, for model plugins (Stage 2). When a plugin implements it, the framework gathers concurrent
+    checks into micro-batches (``stage2.max_batch``, ``stage2.max_wait_ms``) and calls this instead of
+    ``gate_check``. A plugin must implement at least one of the two.
+    """
+
+
+@hookspec
 def gate_ready() -> bool:
     """Report whether the plugin can serve (models loaded, files readable). Optional: default True."""

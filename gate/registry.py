@@ -22,6 +22,7 @@ class LoadedPlugin:
     timeout_s: float
     check: Callable[[CheckRequest], Sequence[Detection]]
     ready: Callable[[], bool]
+    check_batch: Callable[[Sequence[CheckRequest]], Sequence[Sequence[Detection]]] | None = None
 
 
 def installed() -> dict[str, EntryPoint]:
@@ -81,9 +82,9 @@ def load_plugins(settings: GateSettings) -> list[LoadedPlugin]:
 
     loaded = []
     for name, obj in objects.items():
-        check = _impl(pm, "gate_check", name)
-        if check is None:
-            raise ConfigError(f"plugin {name!r} does not implement the required hook gate_check.")
+        check, check_batch = _impl(pm, "gate_check", name), _impl(pm, "gate_check_batch", name)
+        if check is None and check_batch is None:
+            raise ConfigError(f"plugin {name!r} implements neither gate_check nor gate_check_batch.")
         defaults = dict(getattr(obj, "defaults", {}))
         own = settings.plugin(name)
         unknown = sorted(set(own.settings) - set(defaults))
@@ -105,7 +106,12 @@ def load_plugins(settings: GateSettings) -> list[LoadedPlugin]:
                 stage=obj.stage,
                 description=getattr(obj, "description", ""),
                 timeout_s=own.timeout_ms / 1000.0,
-                check=lambda request, _f=check: _f(request=request),
+                check=(
+                    (lambda request, _f=check: _f(request=request))
+                    if check is not None
+                    else (lambda request, _b=check_batch: _b(requests=[request])[0])
+                ),
+                check_batch=(lambda requests, _b=check_batch: _b(requests=requests)) if check_batch else None,
                 ready=ready if ready is not None else (lambda: True),
             )
         )

@@ -60,7 +60,7 @@ class Sidecar:
         return Path(self.log.name).read_text()
 
     def audit_lines(self) -> list[str]:
-        return self.audit_path.read_text().splitlines() if self.audit_path.exists() else []
+        return self.audit_path.read_text().split("\n")[:-1] if self.audit_path.exists() else []
 
     def terminate(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:

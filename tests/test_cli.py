@@ -81,3 +81,11 @@ def test_plugins_json_lists_builtins():
 def test_module_entry_point_matches_console_script():
     out = subprocess.run([sys.executable, "-m", "gate", "plugins", "--json"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and json.loads(out.stdout)
+
+
+def test_jsonl_with_unicode_line_separator_inside_a_string(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"prompt": "line\u2028break", "response": "ok\u0085"}, ensure_ascii=False) + "\n")
+    out = run("check", "--input", str(src))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["decision"] == "allow"

@@ -123,7 +123,7 @@ def test_metrics_count_decisions_and_plugin_status(make_gate):
     "overrides,needle",
     [
         ({"plugins": ["harmful", "nope"]}, "names 'nope', which is not installed"),
-        ({"plugins": ["no_check"]}, "does not implement the required hook gate_check"),
+        ({"plugins": ["no_check"]}, "implements neither gate_check nor gate_check_batch"),
         ({"plugins": ["unknown_hook"]}, "implements a hook the gate does not define"),
         ({"plugin_settings": {"slow": {}}}, "plugin_settings.slow configures a plugin that is not enabled"),
         ({"plugin_settings": {"harmful": {"settings": {"colour": 1}}}}, "unknown key 'colour'"),

