@@ -176,6 +176,37 @@ def health(
         time.sleep(0.5)
 
 
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option("--model", help="Hugging Face checkpoint folder (with tokenizer.json).")],
+    out: Annotated[Path, typer.Option("--out", help="New folder for the ONNX model, tokenizer and manifest.")],
+    task: Annotated[str | None, typer.Option(help="text-classification or text-generation-with-past (default: from config.json).")] = None,
+    quantize: Annotated[bool, typer.Option("--quantize/--no-quantize", help="Also write a dynamic int8 model.")] = True,
+    serve: Annotated[str, typer.Option(help="Which variant the gate serves: int8 or fp32.")] = "int8",
+    sample: Annotated[Path | None, typer.Option(help="JSONL of {prompt, response} to measure agreement on.")] = None,
+    min_agreement: Annotated[float, typer.Option(min=0.0, max=1.0, help="Refuse below this decision agreement.")] = 0.99,
+    max_tokens: Annotated[int, typer.Option(min=8, help="Classifier token budget.")] = 256,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    chat_template: Annotated[str | None, typer.Option(help="Causal LM prompt template with {system} and {user}.")] = None,
+) -> None:
+    """Export trained weights to ONNX, quantise to int8 and write a manifest with the measured agreement."""
+    try:
+        from training.export import ExportError
+        from training.export import export as run_export
+        import optimum.exporters.onnx  # noqa: F401 - fail early with a sentence if the extra is missing
+    except ImportError as exc:
+        raise UsageError(
+            f"export needs the export extra ({exc.name} is missing): pip install torch==2.13.0 && pip install -e '.[export]'"
+        ) from None
+    if not model.is_dir():
+        raise UsageError(f"--model {model} is not a folder")
+    try:
+        manifest = run_export(model, out, task, quantize, sample, min_agreement, max_tokens, opset, chat_template, serve)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    typer.echo(json.dumps({"out": str(out), "serves": manifest["serves"], "agreement": manifest["agreement"]}, indent=2))
+
+
 def _gate(config: Path | None):
     from gate.engine import Gate
 

@@ -17,6 +17,7 @@ TEST_PLUGINS = {
     "scripted_judge": "ScriptedJudge",
     "no_check": "NoCheckPlugin",
     "unknown_hook": "UnknownHookPlugin",
+    "batch_recorder": "BatchRecorder",
 }
 
 

@@ -86,3 +86,20 @@ class UnknownHookPlugin:
     @hookimpl
     def gate_frobnicate(self):
         return None
+
+
+class BatchRecorder:
+    """Stage 2 with gate_check_batch only: records the batch sizes the framework hands it."""
+
+    name, stage, description, defaults = "batch_recorder", 2, "Records micro-batch sizes.", {"sleep_s": 0.02}
+    sizes: list[int] = []
+
+    @hookimpl
+    def gate_setup(self, settings):
+        self.sleep_s = settings["sleep_s"]
+
+    @hookimpl
+    def gate_check_batch(self, requests):
+        type(self).sizes.append(len(requests))
+        time.sleep(self.sleep_s)
+        return [[] for _ in requests]

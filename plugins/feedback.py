@@ -1,0 +1,184 @@
+"""Stage 2: the WaltzRL feedback agent as a gate plugin, with an optional conversation-agent revision.
+
+Backends (``backend`` setting):
+- ``classifier`` (default): the compact multi-head ONNX classifier shipped in plugins/models/. Heads:
+  prompt_harmful, refusal, response_harmful. Labels, as the feedback agent would give them:
+  unsafe = the response is harmful (for a pre-check of the prompt alone: the prompt is);
+  overrefuse = the response refuses a prompt that is not harmful. Feedback comes from templates.
+- ``generative``: an exported ONNX causal LM (the trained feedback agent) writing the protocol's JSON.
+- ``remote``: an OpenAI-compatible endpoint serving the trained feedback agent.
+A generative or remote answer that is not the protocol's JSON is a format failure: the plugin raises,
+and the gate records status error (Stage 2's fail-open/closed policy applies), never a clean pass.
+
+Revision (``revision_backend``: none | generative | remote): when the labels flag a response, the
+conversation agent rewrites it once with the feedback (as in the paper); with ``recheck`` the rewrite
+is judged again and kept only if it is no longer flagged. With no revision backend the router revises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gate.hookspecs import hookimpl
+from gate.types import CheckRequest, Detection, Severity, Source
+from plugins.onnx_models import CausalLM, ClassifierModel
+from plugins.remote_llm import RemoteChat
+from plugins.waltz_protocol import (
+    CONVERSATION_SYSTEM_PROMPT,
+    FEEDBACK_SYSTEM_PROMPT,
+    Feedback,
+    feedback_input,
+    parse_feedback,
+    revision_input,
+)
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "feedback-minilm"
+
+TEMPLATES = {
+    "unsafe_request": (
+        "The prompt asks for help with something harmful. Answer without operational details (no steps, "
+        "quantities, code, targets or ways to avoid detection): say briefly what you can't help with, then "
+        "offer safe, legal alternatives or general background."
+    ),
+    "unsafe": (
+        "The response helps with a harmful request or contains harmful content. Rewrite it: remove the "
+        "operational details (steps, quantities, code, targets, evasion tips), keep any safe general "
+        "information, say briefly what you can't help with, and offer a safe alternative."
+    ),
+    "overrefusal": (
+        "The response refuses a request that is not harmful. Answer it directly and helpfully; if one part "
+        "is sensitive, handle that part with care (context, safety notes) instead of refusing everything."
+    ),
+}
+
+
+class FeedbackAgent:
+    name = "waltzrl"
+    stage = 2
+    description = "WaltzRL feedback agent: unsafe / over-refusal labels, feedback, optional one-round revision."
+    defaults: dict[str, Any] = {
+        "backend": "classifier",
+        "model_dir": None,  # default: the shipped classifier (classifier) / required (generative)
+        "model_file": None,  # default: the one named in the model's waltz_gate.json
+        "max_tokens": None,  # classifier token budget; default: the model's
+        "threads": 1,  # onnxruntime intra-op threads per session
+        "thresholds": {"prompt_harmful": 0.5, "refusal": 0.5, "response_harmful": 0.5},
+        "url": None,  # remote: OpenAI-compatible base URL
+        "remote_model": "waltzrl-feedback",
+        "api_key_env": None,
+        "timeout_s": 10.0,
+        "max_new_tokens": 256,
+        "revision_backend": "none",  # none | generative | remote
+        "revision_model_dir": None,
+        "revision_url": None,
+        "revision_remote_model": "waltzrl-conversation",
+        "recheck": True,
+    }
+
+    @hookimpl
+    def gate_setup(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        backend = settings["backend"]
+        self.classifier = self.judge_llm = None
+        if backend == "classifier":
+            self.classifier = ClassifierModel(
+                settings["model_dir"] or DEFAULT_MODEL, settings["threads"], settings["max_tokens"], settings["model_file"]
+            )
+            self.thresholds = {**self.defaults["thresholds"], **settings["thresholds"]}
+        elif backend in ("generative", "remote"):
+            self.judge_llm = self._chat(backend, settings["model_dir"], settings["url"], settings["remote_model"])
+        else:
+            raise ValueError(f"backend must be classifier, generative or remote, not {backend!r}")
+        revision = settings["revision_backend"]
+        self.reviser = None
+        if revision != "none":
+            self.reviser = self._chat(revision, settings["revision_model_dir"], settings["revision_url"],
+                                      settings["revision_remote_model"])
+
+    def _chat(self, kind: str, model_dir: str | None, url: str | None, remote_model: str):
+        if kind == "generative":
+            if not model_dir:
+                raise ValueError("a generative backend needs a model_dir (an exported ONNX causal LM)")
+            return CausalLM(model_dir, self.settings["threads"], self.settings["model_file"])
+        if kind == "remote":
+            return RemoteChat(url, remote_model, self.settings["api_key_env"], self.settings["timeout_s"])
+        raise ValueError(f"revision_backend must be none, generative or remote, not {kind!r}")
+
+    @hookimpl
+    def gate_ready(self) -> bool:
+        return self.classifier is not None or self.judge_llm is not None
+
+    @hookimpl
+    def gate_check_batch(self, requests: Sequence[CheckRequest]) -> list[list[Detection]]:
+        verdicts = self._judge([(r.prompt, r.response) for r in requests])
+        return [self._detections(r, v) for r, v in zip(requests, verdicts, strict=True)]
+
+    # -- judging ----------------------------------------------------------------------------------
+
+    def _judge(self, pairs: list[tuple[str, str | None]]) -> list[tuple[Feedback, float]]:
+        """The feedback agent's verdict and a score (its confidence in the flag) for each pair."""
+        if self.classifier is None:
+            return [self._judge_llm(p, r) for p, r in pairs]
+        probs = self.classifier.predict(pairs)
+        heads = {h: i for i, h in enumerate(self.classifier.labels)}
+        t = self.thresholds
+        out = []
+        for (_, response), p in zip(pairs, probs, strict=True):
+            harmful_prompt = p[heads["prompt_harmful"]] >= t["prompt_harmful"]
+            if response is None:
+                unsafe, overrefuse, kind = bool(harmful_prompt), False, "unsafe_request"
+                score = p[heads["prompt_harmful"]]
+            else:
+                unsafe = bool(p[heads["response_harmful"]] >= t["response_harmful"])
+                overrefuse = bool(not harmful_prompt and p[heads["refusal"]] >= t["refusal"])
+                kind = "unsafe" if unsafe else "overrefusal"
+                score = p[heads["response_harmful"]] if unsafe else p[heads["refusal"]]
+            text = TEMPLATES[kind] if unsafe or overrefuse else ""
+            out.append((Feedback(f"classifier heads: {dict(zip(heads, p.round(3).tolist()))}", unsafe, overrefuse, text),
+                        float(score)))
+        return out
+
+    def _judge_llm(self, prompt: str, response: str | None) -> tuple[Feedback, float]:
+        raw = self.judge_llm.chat(FEEDBACK_SYSTEM_PROMPT, feedback_input(prompt, response or "(no response yet)"),
+                                  self.settings["max_new_tokens"])
+        return parse_feedback(raw), 1.0  # FormatError propagates: the gate records a plugin error
+
+    # -- findings ---------------------------------------------------------------------------------
+
+    def _detections(self, request: CheckRequest, judged: tuple[Feedback, float]) -> list[Detection]:
+        verdict, score = judged
+        if not verdict.flagged:
+            return []
+        source = Source.PROMPT if request.response is None else Source.RESPONSE
+        kind = "unsafe_request" if request.response is None else ("unsafe" if verdict.unsafe else "overrefusal")
+        revision, message = None, verdict.reasoning
+        if self.reviser is not None and request.response is not None:
+            revision, message = self._revise(request, verdict)
+        return [
+            Detection(
+                category=f"{self.name}.{kind}",
+                severity=Severity.HIGH if verdict.unsafe else Severity.MEDIUM,
+                source=source,
+                score=min(1.0, max(0.0, score)),
+                message=message,
+                feedback=verdict.feedback,
+                labels={"unsafe": verdict.unsafe, "overrefuse": verdict.overrefuse},
+                revision=revision,
+            )
+        ]
+
+    def _revise(self, request: CheckRequest, verdict: Feedback) -> tuple[str | None, str]:
+        """One round of revision by the conversation agent; kept only if it passes the re-check."""
+        revised = self.reviser.chat(
+            CONVERSATION_SYSTEM_PROMPT, revision_input(request.prompt, request.response, verdict.feedback),
+            self.settings["max_new_tokens"],
+        ).strip()
+        if not revised:
+            return None, "the conversation agent returned an empty revision"
+        if self.settings["recheck"]:
+            again, _ = self._judge([(request.prompt, revised)])[0]
+            if again.flagged:
+                return None, "the revision was still flagged; the router must revise"
+        return revised, "revised by the conversation agent"

@@ -1,0 +1,189 @@
+"""Stage 2: ONNX export (tiny models from a config), the generative and remote backends, micro-batching,
+and the lean serving path."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from gate import CheckRequest, Gate, GateSettings, Stage2Mode, Status
+from plugins.onnx_models import CausalLM, ClassifierModel
+from plugins.waltz_protocol import FormatError, parse_feedback
+from training.export import ExportError, export
+from training.tiny import tiny_causal_lm, tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory) -> tuple[Path, Path]:
+    src = tiny_causal_lm(tmp_path_factory.mktemp("lm") / "hf")
+    out = src.parent / "onnx"
+    export(src, out, min_agreement=0.9)
+    return src, out
+
+
+def test_export_refuses_low_agreement_and_writes_nothing(tmp_path):
+    src = tiny_classifier(tmp_path / "hf")
+    with pytest.raises(ExportError, match="refused: decision agreement"):
+        export(src, tmp_path / "onnx", quantize=True, min_agreement=0.99)
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_export_classifier_manifest_and_serving(tmp_path):
+    src = tiny_classifier(tmp_path / "hf")
+    out = tmp_path / "onnx"
+    manifest = export(src, out, quantize=False, serve="fp32")
+    assert manifest["task"] == "text-classification" and manifest["serves"] == "model.onnx"
+    assert manifest["agreement"]["fp32"]["decision_agreement"] == 1.0
+    assert manifest["agreement"]["fp32"]["max_logit_diff"] < 1e-4
+    assert len(manifest["source_sha256"]) == 64 and manifest["opset"] == 18
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    model = ClassifierModel(out)
+    probs = model.predict([("hello", None), ("hi", "I can't help with that.")])
+    assert probs.shape == (2, 3) and ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_export_cli_errors_are_sentences(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "gate", "export", "--model", str(tmp_path), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "config.json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_onnx_generation_matches_torch_greedy(tiny_lm):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    src, out = tiny_lm
+    fp32 = CausalLM(out, model_file="model.onnx")
+    ids = fp32.tokenizer.encode("User: hello Assistant:").ids
+    model = AutoModelForCausalLM.from_pretrained(src).eval()
+    with torch.inference_mode():
+        ref = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None,
+                             pad_token_id=0)[0, len(ids):].tolist()
+    assert fp32.generate_ids(ids, 12) == ref  # the KV cache path reproduces full recomputation
+
+
+def test_generative_backend_malformed_json_is_a_plugin_error(tiny_lm):
+    _, out = tiny_lm
+    gate = Gate.from_settings(GateSettings(
+        plugins=["waltzrl"], stage2={"mode": "enforce"},
+        plugin_settings={"waltzrl": {"timeout_ms": 10000, "settings": {"backend": "generative", "model_dir": str(out),
+                                                                       "max_new_tokens": 8}}},
+    ))
+    verdict = gate.check(CheckRequest(prompt="hi", response="hello"))
+    gate.close()
+    (finding,) = verdict.findings
+    assert finding.status == Status.ERROR and "JSON" in finding.message
+    assert verdict.degraded and verdict.bypassed and verdict.decision == "allow"  # Stage 2 fails open by default
+
+
+@pytest.mark.parametrize(
+    "text,error",
+    [
+        ('{"reasoning": "ok", "unsafe": false, "overrefuse": false, "feedback": ""}', None),
+        ('Sure! ```json\n{"reasoning": "r", "unsafe": true, "overrefuse": false, "feedback": "Remove steps."}\n```', None),
+        ("no json here", "no JSON object"),
+        ('{"reasoning": "r", "unsafe": "yes", "overrefuse": false, "feedback": ""}', "wrong type for unsafe"),
+        ('{"reasoning": "r", "unsafe": true, "overrefuse": false}', "lacks feedback"),
+        ('{"reasoning": "r", "unsafe": true, "overrefuse": false, "feedback": " "}', "no feedback text"),
+        ('{"reasoning": "r", "unsafe": true,, }', "does not parse"),
+    ],
+)
+def test_feedback_json_parsing(text, error):
+    if error is None:
+        assert parse_feedback(text).reasoning
+    else:
+        with pytest.raises(FormatError, match=error):
+            parse_feedback(text)
+
+
+class _FakeOpenAI(http.server.BaseHTTPRequestHandler):
+    """A loopback OpenAI-compatible endpoint playing both agents, scripted by the request text."""
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        system, user = body["messages"][0]["content"], body["messages"][1]["content"]
+        if "feedback agent" in system:
+            if "BROKEN" in user:
+                content = "I think it is fine"
+            else:
+                unsafe = "UNSAFE" in user.split("Assistant response:")[1]
+                content = json.dumps({"reasoning": "scripted", "unsafe": unsafe, "overrefuse": False,
+                                      "feedback": "Remove the unsafe steps." if unsafe else ""})
+        else:
+            content = "A revised, safe answer."
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_openai():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def _remote_gate(url, **extra):
+    settings = {"backend": "remote", "url": url, **extra}
+    return Gate.from_settings(GateSettings(plugins=["waltzrl"], stage2={"mode": "enforce"},
+                                           plugin_settings={"waltzrl": {"timeout_ms": 5000, "settings": settings}}))
+
+
+def test_remote_backend_labels_and_feedback(fake_openai):
+    gate = _remote_gate(fake_openai)
+    flagged = gate.check(CheckRequest(prompt="q", response="UNSAFE steps"))
+    clean = gate.check(CheckRequest(prompt="q", response="a fine answer"))
+    broken = gate.check(CheckRequest(prompt="BROKEN", response="x"))
+    gate.close()
+    assert flagged.decision == "revise" and flagged.feedback == "Remove the unsafe steps." and not flagged.revised
+    assert flagged.stage2.labels == {"unsafe": True, "overrefuse": False}
+    assert clean.decision == "allow" and clean.findings == ()
+    assert broken.findings[0].status == Status.ERROR and broken.degraded
+
+
+def test_remote_revision_is_rechecked_and_returned(fake_openai):
+    gate = _remote_gate(fake_openai, revision_backend="remote", revision_url=fake_openai)
+    verdict = gate.check(CheckRequest(prompt="q", response="UNSAFE steps"))
+    gate.close()
+    assert verdict.decision == "revise" and verdict.revised and verdict.response == "A revised, safe answer."
+
+
+def test_concurrent_stage2_checks_are_micro_batched(plugin_site):
+    from plugins_for_tests import BatchRecorder
+
+    BatchRecorder.sizes.clear()
+    gate = Gate.from_settings(GateSettings(plugins=["batch_recorder"], stage2={"mode": "enforce", "workers": 16,
+                                                                               "max_batch": 8, "max_wait_ms": 10}))
+    with ThreadPoolExecutor(16) as pool:
+        verdicts = list(pool.map(lambda i: gate.check(CheckRequest(prompt=f"p{i}", response="r")), range(64)))
+    gate.close()
+    assert all(v.findings == () and not v.degraded for v in verdicts)
+    assert sum(BatchRecorder.sizes) == 64 and max(BatchRecorder.sizes) > 1 and max(BatchRecorder.sizes) <= 8
+    hist = gate.metrics.registry.get_sample_value("waltz_gate_stage2_batch_size_count")
+    assert hist == len(BatchRecorder.sizes)
+
+
+def test_serving_path_imports_no_torch(tmp_path):
+    code = (
+        "import sys; from gate import Gate, GateSettings, CheckRequest; import gate.server, gate.client;"
+        "g = Gate.from_settings(GateSettings(plugins=['harmful', 'waltzrl'], stage2={'mode': 'enforce'}));"
+        "v = g.check(CheckRequest(prompt='hi', response='hello'));"
+        "print(sorted(m for m in ('torch', 'transformers', 'deepspeed', 'optimum') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
