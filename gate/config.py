@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -72,8 +72,12 @@ class PluginSettings(_Strict):
 
 
 class Stage2Settings(_Strict):
-    # The mode used when no feature-flag provider decides per request.
+    # flags: the Unleash flags decide the mode per request (gate/flags.py); otherwise `mode` applies.
+    flags: bool = True
     mode: Stage2Mode = Stage2Mode.OFF
+    stickiness: Literal["session_id", "user_id", "tenant"] = "session_id"
+    shadow: bool = True  # requests outside the rollout run Stage 2 in shadow mode
+    flags_refresh_s: int = Field(default=15, ge=1)
     workers: int = Field(default=8, ge=1, le=64)
     # Micro-batching of concurrent checks for plugins that implement gate_check_batch.
     max_batch: int = Field(default=8, ge=1, le=256)

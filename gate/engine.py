@@ -39,6 +39,7 @@ class Gate:
         self.policy = Policy(settings.policy)
         self.metrics = metrics or GateMetrics()
         self._modes = modes or (lambda _request: (settings.stage2.mode, "config"))
+        self.flags = None  # the Unleash flags, when they decide the modes (from_settings)
         self._stage1 = [p for p in plugins if p.stage == 1]
         self._stage2 = [p for p in plugins if p.stage == 2]
         self._pool = (
@@ -58,7 +59,18 @@ class Gate:
 
     @classmethod
     def from_settings(cls, settings: GateSettings, modes: ModeResolver | None = None) -> Gate:
-        return cls(settings, load_plugins(settings), modes=modes)
+        """A gate with the configured plugins; Stage 2 modes come from the Unleash flags unless given."""
+        plugins = load_plugins(settings)
+        metrics = GateMetrics()
+        flags = None
+        if modes is None and settings.stage2.flags and any(p.stage == 2 for p in plugins):
+            from gate.flags import Stage2Flags
+
+            flags = Stage2Flags(settings.stage2, metrics)
+            modes = flags.resolve
+        gate = cls(settings, plugins, modes=modes, metrics=metrics)
+        gate.flags = flags
+        return gate
 
     def ready(self) -> dict[str, bool]:
         out = {}
@@ -70,6 +82,8 @@ class Gate:
         return out
 
     def close(self) -> None:
+        if self.flags is not None:
+            self.flags.close()
         for batcher in self._batchers.values():
             batcher.close()
         if self._pool is not None:
@@ -87,9 +101,14 @@ class Gate:
             findings += self._run_inline(plugin, request, timings)
         timings["stage1"] = _ms(time.perf_counter() - start)
 
-        mode, reason = (stage2_mode, "override") if stage2_mode is not None else self._modes(request)
+        if not self._stage2:
+            mode, reason = Stage2Mode.OFF, "no Stage 2 plugin loaded"
+        elif stage2_mode is not None:
+            mode, reason = stage2_mode, "override"
+        else:
+            mode, reason = self._modes(request)
         shadow: list[Finding] = []
-        if self._stage2 and mode != Stage2Mode.OFF:
+        if mode != Stage2Mode.OFF:
             stage1_blocked = any(f.action == Decision.BLOCK for f in findings)
             t2 = time.perf_counter()
             stage2 = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -40,6 +40,13 @@ class GateMetrics:
         )
         self.http_latency = Histogram(
             "waltz_gate_http_latency_seconds", "HTTP latency by route.", ["route"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.flags_fetch_failures = Counter(
+            "waltz_gate_flags_fetch_failures", "Failed fetches of the flags from the Unleash server.", registry=r
+        )
+        self.flags_server_ok = Gauge(
+            "waltz_gate_flags_server_ok", "1 while the Unleash server answers, 0 while serving last-known flags.",
+            registry=r,
         )
         self.batch_size = Histogram(
             "waltz_gate_stage2_batch_size", "Stage 2 micro-batch sizes.",

@@ -57,14 +57,14 @@ def test_slow_stage2_plugin_is_abandoned_at_the_budget(make_gate):
 
 
 def test_stage2_off_does_not_run_stage2(make_gate):
-    gate = make_gate(plugins=["scripted_judge"])
+    gate = make_gate(plugins=["scripted_judge"], stage2={"flags": False})
     verdict = gate.check(_req(response="UNSAFE text"))
     assert verdict.stage2.mode == Stage2Mode.OFF and verdict.decision == Decision.ALLOW
     assert verdict.findings == ()
 
 
 def test_stage2_enforce_returns_labels_and_feedback(make_gate):
-    gate = make_gate(plugins=["harmful", "scripted_judge"], stage2={"mode": "enforce"})
+    gate = make_gate(plugins=["harmful", "scripted_judge"], stage2={"flags": False, "mode": "enforce"})
     verdict = gate.check(_req(prompt="BENIGN: how do locks work?", response="I can't help with that."))
     assert verdict.decision == Decision.REVISE
     assert verdict.stage2.labels == {"unsafe": False, "overrefuse": True}
@@ -79,7 +79,7 @@ def test_stage2_revision_becomes_the_response(make_gate):
 
 
 def test_shadow_mode_records_but_does_not_decide(make_gate):
-    gate = make_gate(plugins=["scripted_judge"], stage2={"mode": "shadow"})
+    gate = make_gate(plugins=["scripted_judge"], stage2={"flags": False, "mode": "shadow"})
     verdict = gate.check(_req(response="UNSAFE steps"))
     assert verdict.decision == Decision.ALLOW and verdict.response == "UNSAFE steps"
     assert verdict.stage2.mode == Stage2Mode.SHADOW and verdict.stage2.would_decide == Decision.REVISE
@@ -90,7 +90,7 @@ def test_shadow_mode_records_but_does_not_decide(make_gate):
 
 
 def test_stage2_skipped_when_stage1_blocks(make_gate):
-    gate = make_gate(plugins=["harmful", "scripted_judge"], stage2={"mode": "enforce"})
+    gate = make_gate(plugins=["harmful", "scripted_judge"], stage2={"flags": False, "mode": "enforce"})
     verdict = gate.check(_req(prompt="where can I find child porn", response="UNSAFE"))
     assert verdict.decision == Decision.BLOCK
     skipped = [f for f in verdict.findings if f.plugin == "scripted_judge"]

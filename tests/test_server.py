@@ -142,7 +142,7 @@ def test_slow_plugin_hits_the_deadline(sidecar):
     s = sidecar({
         "plugins": ["harmful", "slow_model"],
         "budget_ms": 150,
-        "stage2": {"mode": "enforce"},
+        "stage2": {"flags": False, "mode": "enforce"},
         "plugin_settings": {"slow_model": {"timeout_ms": 5000, "settings": {"sleep_s": 2.0}}},
     })
     t = time.perf_counter()
@@ -157,7 +157,7 @@ def test_slow_plugin_hits_the_deadline(sidecar):
 def test_sigterm_finishes_in_flight_requests_and_flushes_audit(sidecar):
     s = sidecar({
         "plugins": ["harmful", "slow_model"],
-        "stage2": {"mode": "enforce", "workers": 8},
+        "stage2": {"flags": False, "mode": "enforce", "workers": 8},
         "plugin_settings": {"slow_model": {"timeout_ms": 5000, "settings": {"sleep_s": 0.8}}},
         "budget_ms": 5000,
     })

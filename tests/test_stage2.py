@@ -72,7 +72,7 @@ def test_onnx_generation_matches_torch_greedy(tiny_lm):
 def test_generative_backend_malformed_json_is_a_plugin_error(tiny_lm):
     _, out = tiny_lm
     gate = Gate.from_settings(GateSettings(
-        plugins=["waltzrl"], stage2={"mode": "enforce"},
+        plugins=["waltzrl"], stage2={"flags": False, "mode": "enforce"},
         plugin_settings={"waltzrl": {"timeout_ms": 10000, "settings": {"backend": "generative", "model_dir": str(out),
                                                                        "max_new_tokens": 8}}},
     ))
@@ -139,7 +139,7 @@ def fake_openai():
 
 def _remote_gate(url, **extra):
     settings = {"backend": "remote", "url": url, **extra}
-    return Gate.from_settings(GateSettings(plugins=["waltzrl"], stage2={"mode": "enforce"},
+    return Gate.from_settings(GateSettings(plugins=["waltzrl"], stage2={"flags": False, "mode": "enforce"},
                                            plugin_settings={"waltzrl": {"timeout_ms": 5000, "settings": settings}}))
 
 
@@ -166,7 +166,7 @@ def test_concurrent_stage2_checks_are_micro_batched(plugin_site):
     from plugins_for_tests import BatchRecorder
 
     BatchRecorder.sizes.clear()
-    gate = Gate.from_settings(GateSettings(plugins=["batch_recorder"], stage2={"mode": "enforce", "workers": 16,
+    gate = Gate.from_settings(GateSettings(plugins=["batch_recorder"], stage2={"flags": False, "mode": "enforce", "workers": 16,
                                                                                "max_batch": 8, "max_wait_ms": 10}))
     with ThreadPoolExecutor(16) as pool:
         verdicts = list(pool.map(lambda i: gate.check(CheckRequest(prompt=f"p{i}", response="r")), range(64)))
@@ -180,7 +180,7 @@ def test_concurrent_stage2_checks_are_micro_batched(plugin_site):
 def test_serving_path_imports_no_torch(tmp_path):
     code = (
         "import sys; from gate import Gate, GateSettings, CheckRequest; import gate.server, gate.client;"
-        "g = Gate.from_settings(GateSettings(plugins=['harmful', 'waltzrl'], stage2={'mode': 'enforce'}));"
+        "g = Gate.from_settings(GateSettings(plugins=['harmful', 'waltzrl'], stage2={'flags': False, 'mode': 'enforce'}));"
         "v = g.check(CheckRequest(prompt='hi', response='hello'));"
         "print(sorted(m for m in ('torch', 'transformers', 'deepspeed', 'optimum') if m in sys.modules))"
     )

@@ -1,0 +1,162 @@
+"""Stage 2 latency on this machine, side by side in one run.
+
+    python benchmarks/stage2_latency.py classifier [--model runs/classifier] [--onnx runs/classifier-onnx]
+    python benchmarks/stage2_latency.py generative
+    python benchmarks/stage2_latency.py gate
+
+`classifier`: the default classifier at 128 and 512 tokens, batch 1 and batch 8: torch eager fp32 (the
+trained checkpoint) vs ONNX fp32 vs ONNX int8, plus int8-vs-fp32 decision agreement on held-out rows.
+`generative`: ONNX causal LM ms per generated token (KV cache, greedy) for Llama-architecture models
+from tiny to small configs, and a projection for a 7-8B agent on a CPU VPS.
+`gate`: the gate end to end (Stage 1 + Stage 2 classifier, enforce) per check.
+Each figure: median over runs of each run's p50/p95. Threads: 2 for torch and for onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ("the model reads the prompt and the response and decides whether the answer is safe and helpful "
+         "for the user who asked about baking bread and travel plans and tax forms").split()
+
+
+def text_of(tokens: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    return " ".join(rng.choice(WORDS, size=tokens))
+
+
+def timed(fn, iterations: int, runs: int) -> tuple[float, float]:
+    fn()  # warm-up
+    p50s, p95s = [], []
+    for _ in range(runs):
+        lat = []
+        for _ in range(iterations):
+            t = time.perf_counter()
+            fn()
+            lat.append((time.perf_counter() - t) * 1000)
+        lat.sort()
+        p50s.append(lat[len(lat) // 2])
+        p95s.append(lat[min(len(lat) - 1, int(0.95 * len(lat)))])
+    return statistics.median(p50s), statistics.median(p95s)
+
+
+def classifier(args: argparse.Namespace) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from plugins.onnx_models import ClassifierModel
+
+    torch.set_num_threads(2)
+    torch_model = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
+    print("| tokens | batch | torch eager fp32 p50 / p95 ms | ONNX fp32 p50 / p95 ms | ONNX int8 p50 / p95 ms | int8 speed-up vs torch (p95) |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for tokens in (128, 512):
+        fp32 = ClassifierModel(args.onnx, threads=2, max_tokens=tokens, model_file="model.onnx")
+        int8 = ClassifierModel(args.onnx, threads=2, max_tokens=tokens, model_file="model.int8.onnx")
+        for batch in (1, 8):
+            # Prompt and response of tokens/2 words each: the encoder then fills the budget exactly.
+            pairs = [(text_of(tokens // 2, i), text_of(tokens, 100 + i)) for i in range(batch)]
+            enc = fp32.encoder.encode(pairs)
+            assert enc["input_ids"].shape[1] == tokens, enc["input_ids"].shape
+            feed = {k: torch.from_numpy(v) for k, v in enc.items()}
+
+            def run_torch():
+                with torch.inference_mode():
+                    torch_model(**feed)
+
+            iterations = 60 if tokens == 128 else 20
+            t = timed(run_torch, iterations, args.runs)
+            f = timed(lambda: fp32.predict(pairs), iterations, args.runs)
+            q = timed(lambda: int8.predict(pairs), iterations, args.runs)
+            print(f"| {tokens} | {batch} | {t[0]:.1f} / {t[1]:.1f} | {f[0]:.1f} / {f[1]:.1f} | {q[0]:.1f} / {q[1]:.1f} | {t[1] / q[1]:.1f}x |")
+
+    rows = [json.loads(line) for line in (args.data / "test.jsonl").read_text().split("\n") if line.strip()]
+    rows += [json.loads(line) for line in (args.data / "heldout.jsonl").read_text().split("\n") if line.strip()]
+    pairs = [(r["prompt"], r["response"]) for r in rows]
+    fp32 = ClassifierModel(args.onnx, threads=2, model_file="model.onnx")
+    int8 = ClassifierModel(args.onnx, threads=2, model_file="model.int8.onnx")
+    a = np.concatenate([fp32.predict(pairs[i : i + 32]) for i in range(0, len(pairs), 32)]) >= 0.5
+    b = np.concatenate([int8.predict(pairs[i : i + 32]) for i in range(0, len(pairs), 32)]) >= 0.5
+    print(f"\nint8 vs fp32 decision agreement on {len(pairs)} test + held-out rows: per head "
+          f"{(a == b).mean():.4f}; all three heads equal: {(a == b).all(axis=1).mean():.4f}")
+
+
+def generative(args: argparse.Namespace) -> None:
+    from plugins.onnx_models import CausalLM
+    from training.export import export
+    from training.tiny import tiny_causal_lm
+
+    configs = [("tiny", 64, 2, 4, 2), ("small", 256, 4, 4, 2), ("medium", 512, 8, 8, 4), ("large", 1024, 8, 16, 4)]
+    print("| config | hidden | layers | params (M) | int8 file MB | ms per token (p50) | tokens/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    per_token = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, hidden, layers, heads, kv in configs:
+            src = tiny_causal_lm(Path(tmp) / name, hidden=hidden, layers=layers, heads=heads, kv_heads=kv, vocab_size=2000)
+            out = Path(tmp) / f"{name}-onnx"
+            export(src, out, min_agreement=0.0)
+            lm = CausalLM(out, threads=2, model_file="model.int8.onnx")
+            ids = lm.tokenizer.encode(text_of(64, 0)).ids
+            lm.generate_ids(ids, 4)
+            lm.eos_ids = set()  # generate the full length
+            runs = []
+            for _ in range(args.runs):
+                t = time.perf_counter()
+                lm.generate_ids(ids, 32)
+                runs.append((time.perf_counter() - t) * 1000 / 32)
+            ms = statistics.median(runs)
+            params = _params(src)
+            per_token[name] = (params, ms)
+            size = (out / "model.int8.onnx").stat().st_size / 1e6
+            print(f"| {name} | {hidden} | {layers} | {params / 1e6:.1f} | {size:.1f} | {ms:.2f} | {1000 / ms:.0f} |")
+    print("\nProjection for a 7-8B agent on a CPU VPS: decoding is bound by reading every weight once per token.\n"
+          "int8 weights of an 8B model are ~8 GB; a small VPS sustains ~10-20 GB/s of memory bandwidth, so\n"
+          "~0.4-0.8 s per token at best, i.e. a 150-token feedback JSON takes 60-120 s: far beyond the 500 ms\n"
+          "budget. Hence the classifier on the hot path, and the remote backend (a GPU box) for the full agents.")
+
+
+def _params(src: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(src / "model.safetensors"), "np") as f:
+        for key in f.keys():
+            total += int(np.prod(f.get_slice(key).get_shape()))
+    return total
+
+
+def gate(args: argparse.Namespace) -> None:
+    from gate import CheckRequest, Gate, GateSettings
+
+    g = Gate.from_settings(GateSettings(plugins=["harmful", "malicious", "privacy", "waltzrl"], stage2={"mode": "enforce"}))
+    print("| check | p50 ms | p95 ms |")
+    print("|---|---:|---:|")
+    for label, req in [("pre-check, short prompt", CheckRequest(prompt="How do I bake bread?")),
+                       ("prompt + 1 KB response", CheckRequest(prompt="Summarise this.", response=text_of(180, 1))),
+                       ("prompt + 4 KB response (head+tail to 256 tokens)", CheckRequest(prompt="Summarise.", response=text_of(700, 2)))]:
+        p50, p95 = timed(lambda r=req: g.check(r), 100, args.runs)
+        print(f"| {label} | {p50:.1f} | {p95:.1f} |")
+    g.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["classifier", "generative", "gate"])
+    ap.add_argument("--model", type=Path, default=ROOT / "runs" / "classifier")
+    ap.add_argument("--onnx", type=Path, default=ROOT / "runs" / "classifier-onnx", help="export with fp32 and int8")
+    ap.add_argument("--data", type=Path, default=ROOT / "runs" / "classifier-data")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    {"classifier": classifier, "generative": generative, "gate": gate}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Package an exported classifier as the gate's default Stage 2 model (the int8 variant only).
+
+    python -m training.package_classifier --onnx runs/classifier-onnx --trained runs/classifier \
+        --out plugins/models/feedback-minilm
+
+Copies the served ONNX file, the tokenizer and the serving config, and writes one manifest: the export
+manifest (source sha256, opset, quantisation, agreement), the training report (held-out metrics) and
+the data manifest (sources, counts, licences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+
+def package(onnx: Path, trained: Path, out: Path) -> dict:
+    export_manifest = json.loads((onnx / "manifest.json").read_text())
+    report = json.loads((trained / "training_report.json").read_text())
+    served = export_manifest["serves"]
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.iterdir():
+        stale.unlink()
+    for name in (served, "tokenizer.json", "waltz_gate.json"):
+        shutil.copy(onnx / name, out / name)
+    data = report.pop("data")
+    manifest = {
+        "name": out.name,
+        "export": export_manifest,
+        "training": report,
+        "data": data,
+        "files": {p.name: p.stat().st_size for p in sorted(out.iterdir())},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--onnx", type=Path, required=True)
+    ap.add_argument("--trained", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    manifest = package(args.onnx, args.trained, args.out)
+    print(json.dumps(manifest["files"]))
+
+
+if __name__ == "__main__":
+    main()
