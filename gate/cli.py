@@ -11,6 +11,8 @@ import typer
 from pydantic import ValidationError
 
 from gate.config import ConfigError, describe, load_settings
+from gate.flags import ENFORCE_FLAG
+from gate.rollout import RolloutError
 from gate.types import CheckRequest, Context, Stage2Mode
 
 app = typer.Typer(
@@ -207,6 +209,154 @@ def export(
     typer.echo(json.dumps({"out": str(out), "serves": manifest["serves"], "agreement": manifest["agreement"]}, indent=2))
 
 
+rollout_app = typer.Typer(help="Guarded Stage 2 rollout through the Unleash Admin API.", no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "unleash"
+PlanOption = Annotated[Path, typer.Option("--plan", help="Rollout plan file.")]
+AdminUrl = Annotated[str | None, typer.Option("--admin-url", envvar="UNLEASH_ADMIN_URL", help="Unleash base URL.")]
+AdminToken = Annotated[str | None, typer.Option("--admin-token", envvar="UNLEASH_ADMIN_TOKEN", help="Admin API token.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")]
+
+
+def _admin(plan_path: Path, url: str | None, token: str | None):
+    from gate.rollout import AdminAPI, Plan
+
+    if not url or not token:
+        raise UsageError("the Admin API needs --admin-url and --admin-token (or UNLEASH_ADMIN_URL and UNLEASH_ADMIN_TOKEN)")
+    plan = Plan.load(plan_path)
+    return plan, AdminAPI(url, token, plan.project, plan.environment)
+
+
+@rollout_app.command("init")
+def rollout_init(
+    flags: Annotated[Path, typer.Option(help="Flag definitions (Unleash client features format).")] = DEPLOY / "bootstrap.json",
+    plan: PlanOption = DEPLOY / "rollout-plan.yaml",
+    admin_url: AdminUrl = None,
+    admin_token: AdminToken = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Create the Stage 2 flags on the server as the definitions file describes them (existing ones are kept)."""
+    from gate.rollout import bootstrap_definitions
+
+    plan_, api = _admin(plan, admin_url, admin_token)
+    for definition in bootstrap_definitions(flags):
+        exists = api.feature(definition["name"]) is not None
+        if dry_run or exists:
+            typer.echo(f"{definition['name']}: {'exists, kept' if exists else 'would be created'}")
+        else:
+            api.create(definition)
+            typer.echo(f"{definition['name']}: created in {plan_.project}/{plan_.environment}")
+
+
+@rollout_app.command("status")
+def rollout_status(
+    plan: PlanOption = DEPLOY / "rollout-plan.yaml",
+    admin_url: AdminUrl = None,
+    admin_token: AdminToken = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Current percentage and plan step, kill switch, time at this step, and the guards."""
+    from gate.rollout import RolloutError, check_guards, hours_since, read_metrics
+
+    plan_, api = _admin(plan, admin_url, admin_token)
+    percent, _ = api.rollout()
+    step = plan_.index(percent)
+    held = hours_since(api.last_change())
+    try:
+        guards = [g.__dict__ for g in check_guards(plan_.guards, read_metrics(plan_.guards.metrics_urls))]
+    except RolloutError as exc:
+        guards = [{"name": "metrics", "ok": False, "text": str(exc)}]
+    status = {"percent": percent, "step": None if step is None else step + 1, "steps": len(plan_.steps),
+              "kill_switch": api.kill_switch(), "hours_at_step": None if held == float("inf") else round(held, 2),
+              "guards": guards}
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+        return
+    where = f"step {status['step']} of {len(plan_.steps)}" if step is not None else "not a step of the plan"
+    typer.echo(f"{ENFORCE_FLAG}: {percent}% ({where}); kill switch {'ON' if status['kill_switch'] else 'off'}; "
+               f"held {status['hours_at_step']} h")
+    for g in guards:
+        typer.echo(f"  guard {g['name']}: {'ok' if g['ok'] else 'TRIPPED'} - {g['text']}")
+
+
+@rollout_app.command("set")
+def rollout_set(
+    percent: Annotated[int, typer.Argument(min=0, max=100, help="Share of sessions (0-100) with Stage 2 enforced.")],
+    plan: PlanOption = DEPLOY / "rollout-plan.yaml",
+    admin_url: AdminUrl = None,
+    admin_token: AdminToken = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Set the enforce percentage directly (no guards: an operator's decision)."""
+    _, api = _admin(plan, admin_url, admin_token)
+    current, _ = api.rollout()
+    if dry_run:
+        typer.echo(f"would set {ENFORCE_FLAG} from {current}% to {percent}%")
+        return
+    api.set_rollout(percent)
+    typer.echo(f"{ENFORCE_FLAG}: {current}% -> {percent}%")
+
+
+@rollout_app.command("advance")
+def rollout_advance(
+    plan: PlanOption = DEPLOY / "rollout-plan.yaml",
+    admin_url: AdminUrl = None,
+    admin_token: AdminToken = None,
+    rollback: Annotated[bool, typer.Option("--rollback", help="If a guard trips, set the previous step.")] = False,
+    dry_run: DryRun = False,
+) -> None:
+    """Move to the next step of the plan if the dwell time is over and every guard passes."""
+    from gate.rollout import check_guards, hours_since, read_metrics
+
+    plan_, api = _admin(plan, admin_url, admin_token)
+    if api.kill_switch():
+        raise UsageError("the kill switch is on; turn it off before advancing")
+    percent, _ = api.rollout()
+    step = plan_.index(percent)
+    if step is None:
+        raise UsageError(f"the current rollout {percent}% is not a step of the plan; use `waltz-gate rollout set`")
+    if step == len(plan_.steps) - 1:
+        typer.echo(f"{ENFORCE_FLAG} is at the last step ({percent}%); nothing to advance")
+        return
+    need, held = plan_.steps[step].min_dwell_hours, hours_since(api.last_change())
+    if held < need:
+        raise UsageError(f"refused: {percent}% has been held {held:.1f} h of the {need:g} h the plan requires")
+    tripped = [g for g in check_guards(plan_.guards, read_metrics(plan_.guards.metrics_urls)) if not g.ok]
+    if tripped:
+        reasons = "; ".join(f"guard {g.name} tripped: {g.text}" for g in tripped)
+        if rollback and step > 0:
+            previous = plan_.steps[step - 1].percent
+            if not dry_run:
+                api.set_rollout(previous)
+            typer.echo(f"{'would roll' if dry_run else 'rolled'} back {percent}% -> {previous}%: {reasons}", err=True)
+        else:
+            typer.echo(f"refused to advance from {percent}%: {reasons}", err=True)
+        raise typer.Exit(3)
+    target = plan_.steps[step + 1].percent
+    if dry_run:
+        typer.echo(f"would advance {ENFORCE_FLAG} from {percent}% to {target}% (all guards pass)")
+        return
+    api.set_rollout(target)
+    typer.echo(f"{ENFORCE_FLAG}: {percent}% -> {target}% (all guards pass)")
+
+
+@rollout_app.command("kill")
+def rollout_kill(
+    state: Annotated[str, typer.Argument(help="on: Stage 2 off everywhere; off: back to the rollout.")],
+    plan: PlanOption = DEPLOY / "rollout-plan.yaml",
+    admin_url: AdminUrl = None,
+    admin_token: AdminToken = None,
+) -> None:
+    """Turn the kill switch on or off."""
+    from gate.flags import KILL_FLAG
+
+    if state not in ("on", "off"):
+        raise UsageError(f"kill takes on or off, not {state!r}")
+    _, api = _admin(plan, admin_url, admin_token)
+    api.set_enabled(KILL_FLAG, state == "on")
+    typer.echo(f"{KILL_FLAG}: {state}")
+
+
 def _gate(config: Path | None):
     from gate.engine import Gate
 
@@ -238,7 +388,7 @@ def main() -> None:
     """Console-script entry point: user errors become one sentence and exit status 2."""
     try:
         app()
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, RolloutError) as exc:
         typer.echo(f"error: {str(exc).rstrip('.')}.", err=True)
         sys.exit(2)
     except KeyboardInterrupt:

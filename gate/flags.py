@@ -30,7 +30,6 @@ import threading
 from pathlib import Path
 
 import mmh3
-from UnleashClient.cache import FEATURES_URL
 
 from gate import logs
 from gate.config import ConfigError, Stage2Settings
@@ -77,7 +76,7 @@ class Stage2Flags:
 
     def __init__(self, settings: Stage2Settings, metrics: GateMetrics, bootstrap: Path | None = None):
         from UnleashClient import UnleashClient
-        from UnleashClient.cache import FileCache
+        from UnleashClient.cache import FEATURES_URL, FileCache
         from UnleashClient.events import UnleashEventType
         from UnleashClient.utils import InstanceAllowType
 
@@ -102,6 +101,7 @@ class Stage2Flags:
         self._kill: bool | None = None
         self._lock = threading.Lock()
         self._cache_dir = tempfile.TemporaryDirectory(prefix="waltz-gate-flags-")
+        self._features_key = FEATURES_URL
         cache = self._cache = FileCache("waltz-gate", directory=self._cache_dir.name)
         cache.bootstrap_from_dict(state)
         self._rollout = self._plain_rollout()
@@ -141,7 +141,7 @@ class Stage2Flags:
     def _plain_rollout(self) -> tuple[int, str] | None:
         """(rollout %, groupId) when the enforce flag is a plain flexibleRollout on our key, else None."""
         try:
-            features = json.loads(self._cache.get(FEATURES_URL))["features"]
+            features = json.loads(self._cache.get(self._features_key))["features"]
         except (TypeError, ValueError, KeyError):
             return None
         flag = next((f for f in features if f.get("name") == ENFORCE_FLAG), None)

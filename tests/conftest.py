@@ -91,3 +91,36 @@ def shared_sidecar(tmp_path_factory, plugin_site):
 
 
 TOKEN = "test-token-0123456789"
+
+
+REQUIRE_UNLEASH = "WALTZ_GATE_REQUIRE_UNLEASH"
+
+
+@pytest.fixture(scope="session")
+def unleash_server(tmp_path_factory):
+    """A real Unleash (PostgreSQL + unleash-server) on loopback ports, started by deploy/unleash/start.sh.
+
+    Skips with the reason when it cannot start here; with WALTZ_GATE_REQUIRE_UNLEASH=1 (CI) that is a failure.
+    """
+    import os
+    import subprocess
+
+    from sidecar import free_port
+
+    import tempfile
+
+    deploy = TESTS.parent / "deploy" / "unleash"
+    # Not under pytest's tmp root: PostgreSQL runs as its own user, who cannot enter that (mode 700).
+    state = tempfile.mkdtemp(prefix="waltz-gate-unleash-")
+    env = {**os.environ, "UNLEASH_DEV_DIR": str(state), "UNLEASH_PORT": str(free_port()),
+           "UNLEASH_PG_PORT": str(free_port())}
+    out = subprocess.run([str(deploy / "start.sh")], capture_output=True, text=True, env=env, timeout=180)
+    if out.returncode != 0:
+        reason = f"no local Unleash server: {(out.stderr or out.stdout).strip().splitlines()[-1:]}"
+        if os.environ.get(REQUIRE_UNLEASH) == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.split("\n") if line.startswith("export "))
+    exports = {k: v.strip("'") for k, v in exports.items()}
+    yield {"env": env, "exports": exports, "deploy": deploy}
+    subprocess.run([str(deploy / "stop.sh"), "--purge"], env=env, timeout=60)

@@ -25,7 +25,8 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 mkdir -p "$state"
 [ "$(id -u)" = 0 ] && chown postgres "$state"
 if [ ! -f "$state/pg/PG_VERSION" ]; then
-  as_pg "$pg_bin/initdb" -D "$state/pg" -U unleash --auth=trust >"$state/initdb.log" 2>&1
+  as_pg "$pg_bin/initdb" -D "$state/pg" -U unleash --auth=trust >"$state/initdb.log" 2>&1 \
+    || { echo "error: initdb failed; see $state/initdb.log" >&2; tail -n 5 "$state/initdb.log" >&2; exit 1; }
 fi
 as_pg "$pg_bin/pg_ctl" -D "$state/pg" status >/dev/null 2>&1 \
   || as_pg "$pg_bin/pg_ctl" -D "$state/pg" -l "$state/pg.log" -w \
