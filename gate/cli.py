@@ -209,6 +209,60 @@ def export(
     typer.echo(json.dumps({"out": str(out), "serves": manifest["serves"], "agreement": manifest["agreement"]}, indent=2))
 
 
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Training config (YAML).")] = None,
+    dataset: Annotated[Path | None, typer.Option(help="Prompt data (JSONL: prompt, kind harmful|benign).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Prompts per micro-batch per process.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(min=0.0)] = None,
+    output_dir: Annotated[Path | None, typer.Option()] = None,
+    gpus: Annotated[int | None, typer.Option(min=0, help="N > 1: run under the DeepSpeed launcher.")] = None,
+    hostfile: Annotated[Path | None, typer.Option(help="DeepSpeed hostfile for a multi-node run.")] = None,
+    checkpoint_interval: Annotated[int | None, typer.Option(min=1)] = None,
+    validation_interval: Annotated[int | None, typer.Option(min=1)] = None,
+    resume_from: Annotated[str | None, typer.Option(help="A checkpoint folder, or 'latest'.")] = None,
+    gradient_accumulation: Annotated[int | None, typer.Option(min=1)] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1)] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Train the WaltzRL conversation and feedback agents with DeepSpeed (CPU or GPUs)."""
+    import os
+
+    from training.waltz.config import load_config
+
+    overrides = {"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                 "output_dir": output_dir, "gpus": gpus, "hostfile": hostfile, "checkpoint_interval": checkpoint_interval,
+                 "validation_interval": validation_interval, "resume_from": resume_from,
+                 "gradient_accumulation": gradient_accumulation, "max_steps": max_steps, "seed": seed}
+    cfg = load_config(config, overrides)
+    if (cfg.gpus > 1 or cfg.hostfile) and not os.environ.get("WALTZ_GATE_LAUNCHED"):
+        import shutil
+        import subprocess
+
+        launcher = shutil.which("deepspeed")
+        if launcher is None:
+            raise UsageError("--gpus > 1 needs the DeepSpeed launcher (the deepspeed command) on PATH")
+        cmd = [launcher, *(["--hostfile", str(cfg.hostfile)] if cfg.hostfile else ["--num_gpus", str(cfg.gpus)]),
+               "--module", "gate", *sys.argv[1:]]
+        raise typer.Exit(subprocess.call(cmd, env={**os.environ, "WALTZ_GATE_LAUNCHED": "1"}))
+    from training.waltz.trainer import Trainer, TrainingError
+
+    try:
+        trainer = Trainer(cfg, log=lambda line: typer.echo(line, err=False))
+        trainer.run()
+    except (TrainingError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:
+        if "out of memory" in str(exc).lower():
+            per, ga = cfg.batch_size, cfg.gradient_accumulation
+            hint = (f"--batch-size {max(1, per // 2)} --gradient-accumulation {ga * 2}" if per > 1
+                    else "a smaller model, LoRA (lora_rank) or gradient_checkpointing")
+            raise UsageError(f"out of memory at batch size {per} x accumulation {ga}; try {hint}, "
+                             "which keeps the effective batch") from None
+        raise
+
+
 rollout_app = typer.Typer(help="Guarded Stage 2 rollout through the Unleash Admin API.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "unleash"

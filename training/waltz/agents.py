@@ -1,0 +1,151 @@
+"""One WaltzRL agent: a causal LM in a DeepSpeed engine, its frozen reference, its chat formatting."""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+
+import torch
+
+from training.waltz.config import AgentConfig, TrainConfig
+from training.waltz.data import TEMPLATE
+
+
+class WordChat:
+    """Chat formatting for tiny agents with a `tokenizers` tokenizer (the synthetic task)."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.eos_id, self.pad_id, self.bos_id = (tokenizer.token_to_id(t) for t in ("</s>", "<pad>", "<s>"))
+        self.template = TEMPLATE
+
+    def encode_chat(self, system: str, user: str) -> list[int]:
+        return [self.bos_id, *self.tok.encode(self.template.format(system=system, user=user)).ids]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode([i for i in ids if i not in (self.eos_id, self.pad_id)])
+
+    def save(self, folder) -> None:
+        self.tok.save(str(folder / "tokenizer.json"))
+
+
+class HFChat:
+    """Chat formatting with a Hugging Face tokenizer's own chat template (production agents)."""
+
+    def __init__(self, path):
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.eos_id = self.tok.eos_token_id
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos_id
+        self.template = None
+
+    def encode_chat(self, system: str, user: str) -> list[int]:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def save(self, folder) -> None:
+        self.tok.save_pretrained(folder)
+
+
+def build_model(cfg: AgentConfig, chat, precision: str, seed: int):
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    if cfg.tiny is not None:
+        torch.manual_seed(seed)
+        t = cfg.tiny
+        config = LlamaConfig(vocab_size=chat.tok.get_vocab_size(), hidden_size=t.hidden, intermediate_size=t.hidden * 2,
+                             num_hidden_layers=t.layers, num_attention_heads=t.heads, num_key_value_heads=t.kv_heads,
+                             max_position_embeddings=512, bos_token_id=chat.bos_id, eos_token_id=chat.eos_id,
+                             pad_token_id=chat.pad_id, tie_word_embeddings=False)
+        model = LlamaForCausalLM(config).to(dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, torch_dtype=dtype)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+class Agent:
+    def __init__(self, name: str, cfg: AgentConfig, train: TrainConfig, ds_config: dict, chat, seed: int):
+        import deepspeed
+
+        self.name, self.cfg, self.chat = name, cfg, chat
+        model = build_model(cfg, chat, train.precision, seed)
+        self.lora = cfg.lora_rank > 0
+        if self.lora:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank,
+                                                     target_modules="all-linear", lora_dropout=0.0))
+            self.ref = None  # the reference is the base model: the adapters switched off
+        else:
+            self.ref = copy.deepcopy(model).eval().requires_grad_(False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
+        self.device = self.engine.device
+
+    @property
+    def module(self):
+        return self.engine.module
+
+    # -- generation -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], greedy: bool = False) -> list[list[int]]:
+        """Sampled (or greedy) continuations; each ends with EOS when the model stopped on its own."""
+        width = max(map(len, prompts))
+        ids = torch.full((len(prompts), width), self.chat.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):  # left padding, so every continuation starts at the same column
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        model = self.module
+        model.eval()
+        out = model.generate(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=self.cfg.max_new_tokens,
+            do_sample=not greedy, temperature=self.cfg.temperature if not greedy else None, top_k=0 if not greedy else None,
+            top_p=1.0 if not greedy else None, eos_token_id=self.chat.eos_id, pad_token_id=self.chat.pad_id,
+        )[:, width:].tolist()
+        result = []
+        for row in out:
+            if self.chat.eos_id in row:
+                row = row[: row.index(self.chat.eos_id) + 1]
+            result.append([t for t in row if t != self.chat.pad_id] or [self.chat.eos_id])
+        return result
+
+    # -- log-probabilities ------------------------------------------------------------------------
+
+    def batch(self, prompts: list[list[int]], responses: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Right-padded prompt+response ids, and a mask over the response tokens (as targets)."""
+        width = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
+        ids = torch.full((len(prompts), width), self.chat.pad_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        target = torch.zeros((len(prompts), width - 1), dtype=torch.float32)
+        for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+            seq = p + r
+            ids[i, : len(seq)] = torch.tensor(seq)
+            attn[i, : len(seq)] = 1
+            target[i, len(p) - 1 : len(seq) - 1] = 1.0  # logits at t predict token t+1
+        return {"input_ids": ids.to(self.device), "attention_mask": attn.to(self.device), "mask": target.to(self.device)}
+
+    def logprobs(self, batch: dict, reference: bool = False) -> torch.Tensor:
+        from training.waltz.rl import token_logprobs
+
+        if reference and self.lora:
+            model, ctx = self.module, self.module.disable_adapter()
+        else:
+            model, ctx = (self.ref if reference else self.engine), nullcontext()
+        with ctx:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:])
+
+    def save_pretrained(self, folder) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        model = self.module.merge_and_unload() if self.lora else self.module
+        model.save_pretrained(folder, safe_serialization=True)
+        self.chat.save(folder)

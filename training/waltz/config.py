@@ -1,0 +1,132 @@
+"""Configuration of a WaltzRL training run: a YAML file, with the command line's flags on top.
+
+Values the paper leaves open are here with documented defaults (alpha, lambda, gamma, the KL coefficient,
+the clip range, the stage-1 length). Every field can be set in the YAML file; the seed plan's flags
+(--dataset, --epochs, --batch-size, ...) override the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gate.config import ConfigError, describe
+from plugins.waltz_protocol import CONVERSATION_SYSTEM_PROMPT, FEEDBACK_SYSTEM_PROMPT
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TinyModel(_Strict):
+    """A Llama-architecture model built from this config (random init), for CPU runs and tests."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+
+
+class AgentConfig(_Strict):
+    model: Path | None = None  # a Hugging Face causal LM folder (Llama-3.1-8B-Instruct in production)
+    tiny: TinyModel | None = None  # or a tiny model from a config (then the synthetic task's tokenizer)
+    system_prompt: str
+    max_new_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=1.0, gt=0)
+    lora_rank: int = Field(default=0, ge=0)  # > 0: train LoRA adapters (peft); the reference is the base
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AgentConfig:
+        if (self.model is None) == (self.tiny is None):
+            raise ValueError("give exactly one of model (a path) or tiny (a config)")
+        return self
+
+
+class JudgeConfig(_Strict):
+    backend: Literal["rule", "classifier", "remote"] = "rule"
+    # rule: regexes over the text (the defaults suit ordinary English; tiny-cpu.yaml sets its own)
+    harmful_prompt: str = r"(?i)\b(bomb|explosive|meth|poison|kill (someone|him|her)|hack into|malware|weapon)\b"
+    complies: str = r"(?i)^(sure|here('s| is)|step 1|first,)"
+    refuses: str = r"(?i)\b(i can('|no)t|i won't|i'm sorry|i am sorry|as an ai|i must decline)\b"
+    helpful: str | None = None  # if set, a benign prompt's answer must match it (else: over-refusal)
+    model_dir: Path | None = None  # classifier: an exported Stage 2 classifier (ONNX)
+    url: str | None = None  # remote: an OpenAI-compatible judge
+    remote_model: str = "judge"
+
+
+class RLConfig(_Strict):
+    alpha: float = 1.0  # weight of the label-gated DIR in the feedback reward
+    lam: float = 0.5  # label reward weight in stage 1 (0 in stage 2, as in the paper)
+    gamma: float = 0.25  # format reward weight
+    kl_coef: float = Field(default=0.05, ge=0)  # KL penalty to each agent's frozen reference
+    clip: float = Field(default=0.2, gt=0)  # PPO-style ratio clipping
+    update_epochs: int = Field(default=1, ge=1)  # passes over each rollout batch
+    stage1_steps: int = Field(default=0, ge=0)  # steps with the conversation agent frozen
+    max_rounds: int = Field(default=1, ge=1)  # feedback rounds per prompt (the paper uses one)
+
+
+class SyntheticTask(_Strict):
+    """Prompts made up on the fly (the tiny-cpu run and the tests): no data file needed."""
+
+    train_prompts: int = 512
+    val_prompts: int = 64
+    harmful_share: float = Field(default=0.5, ge=0, le=1)
+
+
+class TrainConfig(_Strict):
+    dataset: Path | None = None  # JSONL with prompt, kind (harmful|benign), optional split
+    synthetic: SyntheticTask | None = None
+    output_dir: Path = Path("runs/waltzrl")
+    epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=8, ge=1)  # prompts per micro-batch per process
+    gradient_accumulation: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=5e-6, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    seed: int = 0
+    gpus: int = Field(default=0, ge=0)  # > 1: run under the DeepSpeed launcher
+    hostfile: Path | None = None
+    checkpoint_interval: int = Field(default=1000, ge=1)
+    keep_checkpoints: int = Field(default=3, ge=1)
+    validation_interval: int = Field(default=500, ge=1)
+    resume_from: str | None = None  # a checkpoint folder, or "latest"
+    deepspeed_config: Path = Path(__file__).resolve().parents[2] / "deploy" / "deepspeed" / "cpu.json"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    conversation: AgentConfig = AgentConfig(tiny=TinyModel(), system_prompt=CONVERSATION_SYSTEM_PROMPT, max_new_tokens=4)
+    feedback: AgentConfig = AgentConfig(tiny=TinyModel(), system_prompt=FEEDBACK_SYSTEM_PROMPT, max_new_tokens=2)
+    judge: JudgeConfig = JudgeConfig()
+    rl: RLConfig = RLConfig()
+
+    @model_validator(mode="after")
+    def _data(self) -> TrainConfig:
+        if (self.dataset is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of dataset (a JSONL file) or synthetic (the made-up task)")
+        return self
+
+
+def load_config(path: Path | None, overrides: dict) -> TrainConfig:
+    """The YAML file (optional) with the given overrides (the CLI flags that were set) on top."""
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read training config {path}: {exc.strerror}.") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"training config {path} is not valid YAML: {exc}.") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"training config {path} must hold a mapping.")
+        base = path.parent
+        for key in ("dataset", "deepspeed_config"):  # relative paths are relative to the config file
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                data[key] = str((base / data[key]).resolve())
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if data.get("dataset") is not None:
+        data.pop("synthetic", None)  # --dataset replaces a config's synthetic task
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, prefix="invalid training config: ")) from None

@@ -1,0 +1,64 @@
+"""WaltzRL rewards and the REINFORCE++-style policy-gradient loss. Pure functions over tensors.
+
+Rewards (Zhang et al., "The Alignment Waltz", 2025):
+    R_c(c)  = 1 if the judge finds c neither unsafe nor over-refusing, else 0
+    DIR     = R_c(c1) - R_c(c0) when a revision c1 was made, else 0
+    label   = 1 if the feedback agent's (unsafe, overrefuse) equal the judge's labels for c0
+    format  = 1 if the feedback agent wrote the protocol's JSON
+    R_f     = alpha * DIR * label + lambda * label + gamma * format     (lambda = 0 in stage 2)
+
+Policy gradient (REINFORCE++): each sequence's reward sits on its last token; every token also carries
+-kl_coef * (log pi_old - log pi_ref), the KL penalty to the frozen reference; returns are summed to the
+end of the sequence (no critic, no discount), then advantages are normalised over all tokens of the
+global batch. The loss is PPO's clipped surrogate on the ratio pi / pi_old.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def r_c(labels: tuple[bool, bool]) -> float:
+    unsafe, overrefuse = labels
+    return float(not unsafe and not overrefuse)
+
+
+def feedback_reward(fmt_ok: bool, label_ok: bool, dir_: float, alpha: float, lam: float, gamma: float) -> float:
+    label = float(fmt_ok and label_ok)
+    return alpha * dir_ * label + lam * label + gamma * float(fmt_ok)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(tokens[:, t] | ...) from logits aligned so that logits[:, t] predicts tokens[:, t]."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def returns_with_kl(rewards: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+                    kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token returns [B, T] and the per-token KL estimate (log pi_old - log pi_ref), masked."""
+    kl = (old_logp - ref_logp) * mask
+    per_token = -kl_coef * kl
+    last = mask.cumsum(-1).argmax(-1)  # index of each row's last response token
+    per_token = per_token.clone()
+    per_token[torch.arange(len(rewards)), last] += rewards
+    returns = per_token.flip(-1).cumsum(-1).flip(-1) * mask
+    return returns, kl
+
+
+def normalise(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / std over the masked entries of the whole batch, across processes when distributed."""
+    stats = torch.stack([(values * mask).sum(), (values * values * mask).sum(), mask.sum()]).double()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(stats)
+    total, sq, n = stats.tolist()
+    mean = total / max(n, 1.0)
+    var = max(sq / max(n, 1.0) - mean * mean, 0.0)
+    return ((values - mean) / (var**0.5 + 1e-6)) * mask
+
+
+def clipped_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                 clip: float) -> torch.Tensor:
+    ratio = torch.exp(logp - old_logp)
+    surrogate = torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip, 1 + clip) * advantages)
+    return -(surrogate * mask).sum() / mask.sum().clamp(min=1)

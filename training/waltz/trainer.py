@@ -1,0 +1,346 @@
+"""The WaltzRL dual-agent trainer on DeepSpeed (one engine per agent; CPU with gloo, or GPUs with NCCL).
+
+One step = one rollout batch and one optimizer update per trained agent:
+  1. the conversation agent answers each prompt (c0);
+  2. the feedback agent reads (prompt, c0) and writes the protocol's JSON; malformed JSON earns no format
+     reward and triggers no revision;
+  3. where it flags c0 (unsafe or over-refusing), the conversation agent revises once with the feedback (c1);
+  4. the judge labels c0 and c1; rewards R_c, DIR, label, format, R_f (training/waltz/rl.py);
+  5. REINFORCE++ update of the feedback agent, and in stage 2 of the conversation agent too, on a mix of its
+     first answers (reward R_c(c0)) and revisions (reward R_c(c1)).
+Stage 1 (the first ``rl.stage1_steps`` steps) keeps the conversation agent frozen; stage 2 trains both
+with lambda = 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from plugins.waltz_protocol import FormatError, feedback_input, parse_feedback, revision_input
+from training.waltz import checkpoint, rl
+from training.waltz.agents import Agent, HFChat, WordChat
+from training.waltz.config import TrainConfig
+from training.waltz.data import PromptItem, load_prompts, synthetic_prompts, synthetic_tokenizer
+from training.waltz.judge import make_judge
+
+COMPLETE = "TRAINING - COMPLETE"
+# Per-step metrics that depend only on the seed and the data (wall-clock figures excluded).
+DETERMINISTIC = ("step", "stage", "conv_loss", "fb_loss", "rc_before", "rc_after", "dir", "label_acc",
+                 "format_rate", "ftr", "kl_conv", "kl_fb")
+
+
+class TrainingError(RuntimeError):
+    """Stops the run with a sentence for the operator (exit status 2)."""
+
+
+def _dist_env() -> tuple[int, int]:
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    if "MASTER_PORT" not in os.environ:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def ds_config(cfg: TrainConfig, accumulation: int) -> dict:
+    try:
+        config = json.loads(Path(cfg.deepspeed_config).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"cannot read the DeepSpeed config {cfg.deepspeed_config}: {exc}") from None
+    config["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    config["gradient_accumulation_steps"] = accumulation
+    config.setdefault("optimizer", {"type": "AdamW", "params": {}})["params"]["lr"] = cfg.learning_rate
+    config["bf16"] = {"enabled": cfg.precision == "bf16"}
+    config.pop("train_batch_size", None)
+    return config
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, log=print):
+        import deepspeed
+        from deepspeed.accelerator import get_accelerator
+
+        self.cfg, self.log = cfg, log
+        self.rank, self.world = _dist_env()
+        backend = "gloo" if get_accelerator().device_name() == "cpu" else "nccl"
+        deepspeed.init_distributed(dist_backend=backend)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+
+        if cfg.synthetic is not None:
+            s = cfg.synthetic
+            self.train_items = synthetic_prompts(s.train_prompts, s.harmful_share, cfg.seed)
+            self.val_items = synthetic_prompts(s.val_prompts, s.harmful_share, cfg.seed + 1)
+        else:
+            self.train_items, self.val_items = load_prompts(cfg.dataset)
+        word = synthetic_tokenizer() if (cfg.conversation.tiny or cfg.feedback.tiny) else None
+        chats = {n: WordChat(word) if a.tiny else HFChat(a.model) for n, a in
+                 (("conversation", cfg.conversation), ("feedback", cfg.feedback))}
+        ga = cfg.gradient_accumulation
+        # The conversation agent learns from first answers and revisions: twice the micro-batches.
+        self.conv = Agent("conversation", cfg.conversation, cfg, ds_config(cfg, 2 * ga), chats["conversation"], cfg.seed)
+        self.fb = Agent("feedback", cfg.feedback, cfg, ds_config(cfg, ga), chats["feedback"], cfg.seed + 1)
+        self.agents = {"conversation": self.conv, "feedback": self.fb}
+        self.judge = make_judge(cfg.judge)
+        self.per_step = cfg.batch_size * ga  # prompts per process per step
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_items) / (self.per_step * self.world)))
+        self.total = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            self.total = min(self.total, cfg.max_steps)
+        self.state = {"step": 0, "epoch": 0, "position": 0}
+        self.out = Path(cfg.output_dir)
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.tb = None
+
+    # -- data ----------------------------------------------------------------------------------------
+
+    def _next_prompts(self) -> list[PromptItem]:
+        """This process's prompts for the next step; a new seeded permutation each epoch."""
+        n = len(self.train_items)
+        take = self.per_step * self.world
+        if self.state["position"] + take > n and self.state["position"] > 0:
+            self.state["epoch"] += 1
+            self.state["position"] = 0
+        order = np.random.default_rng(self.cfg.seed + self.state["epoch"]).permutation(n)
+        idx = [order[(self.state["position"] + i) % n] for i in range(take)]
+        self.state["position"] += take
+        return [self.train_items[i] for i in idx[self.rank :: self.world]]
+
+    # -- one rollout ---------------------------------------------------------------------------------
+
+    def rollout(self, items: list[PromptItem], greedy: bool = False) -> dict:
+        cfg = self.cfg
+        prompts = [it.prompt for it in items]
+        conv_in = [self.conv.chat.encode_chat(cfg.conversation.system_prompt, p) for p in prompts]
+        c0_ids = self.conv.generate(conv_in, greedy)
+        c0 = [self.conv.chat.decode(ids) for ids in c0_ids]
+        fb_in = [self.fb.chat.encode_chat(cfg.feedback.system_prompt, feedback_input(p, c)) for p, c in zip(prompts, c0)]
+        fb_ids = self.fb.generate(fb_in, greedy)
+        verdicts = []
+        for ids in fb_ids:
+            try:
+                verdicts.append(parse_feedback(self.fb.chat.decode(ids)))
+            except FormatError:
+                verdicts.append(None)
+        flagged = [i for i, v in enumerate(verdicts) if v is not None and v.flagged]
+        rev_in = [self.conv.chat.encode_chat(cfg.conversation.system_prompt,
+                                             revision_input(prompts[i], c0[i], verdicts[i].feedback)) for i in flagged]
+        c1_ids = self.conv.generate(rev_in, greedy) if rev_in else []
+        c1 = {i: self.conv.chat.decode(ids) for i, ids in zip(flagged, c1_ids)}
+        labels0 = self.judge.labels(list(zip(prompts, c0)))
+        labels1 = dict(zip(flagged, self.judge.labels([(prompts[i], c1[i]) for i in flagged]))) if flagged else {}
+        return {"items": items, "conv_in": conv_in, "c0_ids": c0_ids, "fb_in": fb_in, "fb_ids": fb_ids,
+                "verdicts": verdicts, "flagged": flagged, "rev_in": rev_in, "c1_ids": c1_ids,
+                "labels0": labels0, "labels1": labels1}
+
+    # -- updates -------------------------------------------------------------------------------------
+
+    def update(self, agent: Agent, groups: list[tuple[list, list, list[float]]]) -> tuple[float, float]:
+        """One optimizer step on one agent. `groups` are (prompts, responses, rewards), each split into the
+        configured number of micro-batches; the engine's accumulation spans all of them."""
+        cfg, ga = self.cfg, self.cfg.gradient_accumulation
+        prompts = [p for g in groups for p in g[0]]
+        responses = [r for g in groups for r in g[1]]
+        rewards = torch.tensor([x for g in groups for x in g[2]], dtype=torch.float32, device=agent.device)
+        full = agent.batch(prompts, responses)
+        with torch.no_grad():
+            old = agent.logprobs(full)
+            ref = agent.logprobs(full, reference=True)
+        returns, kl = rl.returns_with_kl(rewards, old, ref, full["mask"], cfg.rl.kl_coef)
+        adv = rl.normalise(returns, full["mask"])
+        tokens = full["mask"].sum().clamp(min=1)
+        kl_mean = float((kl.sum() / tokens).item())
+        # Rows of each group, cut into `ga` micro-batches (possibly empty: the engine still counts them).
+        chunks, start = [], 0
+        for g in groups:
+            rows = torch.arange(start, start + len(g[0]))
+            chunks += list(torch.tensor_split(rows, ga))
+            start += len(g[0])
+        total_loss = 0.0
+        for _ in range(cfg.rl.update_epochs):
+            for rows in chunks:
+                weight = 1.0
+                if len(rows) == 0:  # an empty micro-batch: a zero-weight pass keeps the accumulation count
+                    rows, weight = torch.tensor([0]), 0.0
+                sub = {k: v[rows] for k, v in full.items()}
+                lp = agent.logprobs(sub)
+                mask = sub["mask"] * weight
+                loss = rl.clipped_loss(lp, old[rows], adv[rows], mask, cfg.rl.clip) * (mask.sum() / tokens) * len(chunks)
+                agent.engine.backward(loss)
+                agent.engine.step()
+                total_loss += float(loss.item()) / len(chunks)
+        return total_loss / cfg.rl.update_epochs, kl_mean
+
+    def step(self) -> dict:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        items = self._next_prompts()
+        roll = self.rollout(items)
+        stage = 1 if self.state["step"] < cfg.rl.stage1_steps else 2
+        lam = cfg.rl.lam if stage == 1 else 0.0
+        rc0 = [rl.r_c(lab) for lab in roll["labels0"]]
+        rc1 = {i: rl.r_c(lab) for i, lab in roll["labels1"].items()}
+        fb_rewards, label_ok, dirs = [], [], []
+        for i, v in enumerate(roll["verdicts"]):
+            ok = v is not None and (v.unsafe, v.overrefuse) == roll["labels0"][i]
+            d = rc1[i] - rc0[i] if i in rc1 else 0.0
+            label_ok.append(ok)
+            dirs.append(d)
+            fb_rewards.append(rl.feedback_reward(v is not None, ok, d, cfg.rl.alpha, lam, cfg.rl.gamma))
+        t1 = time.perf_counter()
+        fb_loss, kl_fb = self.update(self.fb, [(roll["fb_in"], roll["fb_ids"], fb_rewards)])
+        conv_loss, kl_conv = float("nan"), float("nan")
+        if stage == 2:
+            revised = (roll["rev_in"], roll["c1_ids"], [rc1[i] for i in roll["flagged"]])
+            conv_loss, kl_conv = self.update(self.conv, [(roll["conv_in"], roll["c0_ids"], rc0), revised])
+        t2 = time.perf_counter()
+        self.state["step"] += 1
+        n = len(items)
+        generated = sum(map(len, roll["c0_ids"])) + sum(map(len, roll["fb_ids"])) + sum(map(len, roll["c1_ids"]))
+        return {
+            "step": self.state["step"], "stage": stage, "split": "train", "epoch": self.state["epoch"],
+            "conv_loss": conv_loss, "fb_loss": fb_loss, "rc_before": float(np.mean(rc0)),
+            "rc_after": float(np.mean([rc1.get(i, rc0[i]) for i in range(n)])), "dir": float(np.mean(dirs)),
+            "label_acc": float(np.mean(label_ok)), "format_rate": float(np.mean([v is not None for v in roll["verdicts"]])),
+            "ftr": len(roll["flagged"]) / n, "kl_conv": kl_conv, "kl_fb": kl_fb,
+            "rollout_tokens_per_s": generated / max(t1 - t0, 1e-9), "samples_per_s": n / max(t2 - t0, 1e-9),
+            "update_seconds": t2 - t1,
+        }
+
+    def validate(self) -> dict:
+        """ASR, ORR, FTR and DIR on the validation prompts, with greedy decoding."""
+        items = self.val_items[self.rank :: self.world]
+        harmful = unsafe = benign = refused = flagged = 0
+        dirs = []
+        for i in range(0, len(items), self.per_step):
+            roll = self.rollout(items[i : i + self.per_step], greedy=True)
+            for j, item in enumerate(roll["items"]):
+                final = roll["labels1"].get(j, roll["labels0"][j])
+                flagged += j in roll["labels1"]
+                dirs.append(rl.r_c(final) - rl.r_c(roll["labels0"][j]))
+                if item.harmful:
+                    harmful, unsafe = harmful + 1, unsafe + final[0]
+                else:
+                    benign, refused = benign + 1, refused + final[1]
+        n = max(len(items), 1)
+        return {"step": self.state["step"], "split": "val", "asr": unsafe / max(harmful, 1),
+                "orr": refused / max(benign, 1), "ftr": flagged / n, "dir": float(np.mean(dirs)) if dirs else 0.0,
+                "harmful": harmful, "benign": benign}
+
+    # -- the run -------------------------------------------------------------------------------------
+
+    def _emit(self, row: dict) -> None:
+        if self.rank != 0:
+            return
+        with self.metrics_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, int | float) and k != "step" and not math.isnan(v):
+                    self.tb.add_scalar(f"{row['split']}/{k}", v, row["step"])
+
+    def _resume(self) -> None:
+        path = checkpoint.resolve(self.out / "checkpoints", self.cfg.resume_from)
+        self.state = checkpoint.load(path, self.agents, self.rank)
+        if self.rank == 0 and self.metrics_path.exists():  # drop lines written after that checkpoint
+            keep = [line for line in self.metrics_path.read_text().split("\n")
+                    if line.strip() and json.loads(line)["step"] <= self.state["step"]]
+            self.metrics_path.write_text("".join(line + "\n" for line in keep))
+        self.log(f"resumed from {path} at step {self.state['step']}")
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if cfg.resume_from:
+            self._resume()
+        elif self.rank == 0:
+            self.metrics_path.write_text("")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(self.out / "tensorboard") if self.rank == 0 else None
+        except ImportError:
+            self.tb = None
+        effective = cfg.batch_size * cfg.gradient_accumulation * self.world
+        self.log(f"effective batch {effective} prompts/step = batch size {cfg.batch_size} x gradient accumulation "
+                 f"{cfg.gradient_accumulation} x world size {self.world}; {self.total} steps")
+        last_val = None
+        with _progress(self.total, self.state["step"], self.rank == 0) as advance:
+            while self.state["step"] < self.total:
+                row = self.step()
+                self._emit(row)
+                advance(row, self.log)
+                step = self.state["step"]
+                if step % cfg.validation_interval == 0 or step == self.total:
+                    last_val = self.validate()
+                    self._emit(last_val)
+                    self.log(f"validation at step {step}: ASR {last_val['asr']:.3f} ORR {last_val['orr']:.3f} "
+                             f"FTR {last_val['ftr']:.3f} DIR {last_val['dir']:.3f}")
+                if step % cfg.checkpoint_interval == 0 and step < self.total:
+                    path = checkpoint.save(self.out / "checkpoints", step, self.agents, dict(self.state),
+                                           cfg.keep_checkpoints, self.rank)
+                    self.log(f"checkpoint {path}")
+        manifest = self._finish(last_val)
+        self.log(COMPLETE)
+        return manifest
+
+    def _finish(self, last_val: dict | None) -> dict:
+        cfg = self.cfg
+        if self.rank == 0:
+            for name, agent in self.agents.items():
+                agent.save_pretrained(self.out / name)
+        manifest = {
+            "steps": self.state["step"], "epochs_seen": self.state["epoch"] + 1, "world_size": self.world,
+            "config": json.loads(cfg.model_dump_json()), "final_validation": last_val,
+            "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
+                         "deepspeed": __import__("deepspeed").__version__},
+            "outputs": {"conversation": str(self.out / "conversation"), "feedback": str(self.out / "feedback"),
+                        "metrics": str(self.metrics_path)},
+        }
+        if self.rank == 0:
+            (self.out / "training_manifest.json").write_text(json.dumps(manifest, indent=2))
+        if self.tb is not None:
+            self.tb.close()
+        return manifest
+
+
+class _progress:
+    """A rich progress bar on a terminal; plain log lines otherwise."""
+
+    def __init__(self, total: int, done: int, show: bool):
+        self.total, self.done, self.show = total, done, show
+        self.bar = None
+
+    def __enter__(self):
+        if self.show and sys.stdout.isatty():
+            from rich.progress import Progress
+
+            self.bar = Progress()
+            self.bar.start()
+            self.task = self.bar.add_task("waltzrl", total=self.total, completed=self.done)
+        return self.advance
+
+    def advance(self, row: dict, log) -> None:
+        text = (f"step {row['step']}/{self.total} stage {row['stage']} R_c {row['rc_before']:.3f}->{row['rc_after']:.3f} "
+                f"label {row['label_acc']:.3f} format {row['format_rate']:.3f} FTR {row['ftr']:.3f}")
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, description=text)
+        elif self.show:
+            log(text)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
