@@ -106,17 +106,17 @@ class Agent:
             mask[i, width - len(p):] = 1
         model = self.module
         model.eval()
+        # Padding fills rows that stopped early, so the pad token must never be a sampled token: the
+        # sequence scored in training would no longer line up with the one generated.
+        never = [t for t in (self.chat.pad_id, getattr(self.chat, "bos_id", None)) if t is not None and t != self.chat.eos_id]
         out = model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=self.cfg.max_new_tokens,
             do_sample=not greedy, temperature=self.cfg.temperature if not greedy else None, top_k=0 if not greedy else None,
             top_p=1.0 if not greedy else None, eos_token_id=self.chat.eos_id, pad_token_id=self.chat.pad_id,
+            suppress_tokens=never or None,
         )[:, width:].tolist()
-        result = []
-        for row in out:
-            if self.chat.eos_id in row:
-                row = row[: row.index(self.chat.eos_id) + 1]
-            result.append([t for t in row if t != self.chat.pad_id] or [self.chat.eos_id])
-        return result
+        # Keep each row up to and including its first EOS; what follows is padding.
+        return [row[: row.index(self.chat.eos_id) + 1] if self.chat.eos_id in row else row for row in out]
 
     # -- log-probabilities ------------------------------------------------------------------------
 

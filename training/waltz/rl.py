@@ -46,15 +46,21 @@ def returns_with_kl(rewards: torch.Tensor, old_logp: torch.Tensor, ref_logp: tor
     return returns, kl
 
 
+STD_FLOOR = 0.05  # a batch with (almost) equal returns must not have its noise blown up to unit variance
+
+
 def normalise(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(x - mean) / std over the masked entries of the whole batch, across processes when distributed."""
+    """(x - mean) / std over the masked entries of the whole batch, across processes when distributed.
+
+    The std is floored at STD_FLOOR: when every sample earned the same reward, the only differences left
+    are the tiny KL terms, and scaling those to unit variance would turn the update into noise."""
     stats = torch.stack([(values * mask).sum(), (values * values * mask).sum(), mask.sum()]).double()
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(stats)
     total, sq, n = stats.tolist()
     mean = total / max(n, 1.0)
     var = max(sq / max(n, 1.0) - mean * mean, 0.0)
-    return ((values - mean) / (var**0.5 + 1e-6)) * mask
+    return ((values - mean) / max(var**0.5, STD_FLOOR)) * mask
 
 
 def clipped_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,

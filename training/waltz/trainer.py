@@ -42,15 +42,21 @@ class TrainingError(RuntimeError):
     """Stops the run with a sentence for the operator (exit status 2)."""
 
 
-def _dist_env() -> tuple[int, int]:
-    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
-        os.environ.setdefault(key, value)
-    if "MASTER_PORT" not in os.environ:
-        import socket
+def _init_distributed(backend: str) -> tuple[int, int]:
+    """Rank and world size. Under a launcher the environment says; a single process meets itself through a
+    file (no TCP port to race for)."""
+    import tempfile
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    import deepspeed
+
+    if "WORLD_SIZE" in os.environ:
+        deepspeed.init_distributed(dist_backend=backend)
+    else:
+        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                           ("MASTER_PORT", "0")):
+            os.environ.setdefault(key, value)
+        store = Path(tempfile.mkdtemp(prefix="waltz-gate-dist-")) / "store"
+        deepspeed.init_distributed(dist_backend=backend, init_method=f"file://{store}", rank=0, world_size=1)
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 
 
@@ -69,13 +75,10 @@ def ds_config(cfg: TrainConfig, accumulation: int) -> dict:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, log=print):
-        import deepspeed
         from deepspeed.accelerator import get_accelerator
 
         self.cfg, self.log = cfg, log
-        self.rank, self.world = _dist_env()
-        backend = "gloo" if get_accelerator().device_name() == "cpu" else "nccl"
-        deepspeed.init_distributed(dist_backend=backend)
+        self.rank, self.world = _init_distributed("gloo" if get_accelerator().device_name() == "cpu" else "nccl")
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)

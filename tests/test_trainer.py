@@ -1,0 +1,178 @@
+"""`waltz-gate train` on CPU through real DeepSpeed engines: flags, checkpoints, kill -9 + resume, learning."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from training.waltz.config import load_config
+from training.waltz.trainer import COMPLETE, DETERMINISTIC, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "training" / "configs" / "tiny-cpu.yaml"
+
+
+def train_cli(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "gate", "train", "--config", str(TINY), *args],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def rows(out: Path, split: str = "train") -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().split("\n")
+    return [r for r in map(json.loads, filter(None, lines)) if r["split"] == split]
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "prompts.jsonl"
+    lines = [{"prompt": f"{kind} request about topic{i % 16}", "kind": kind, "split": split}
+             for split, n in (("train", 20), ("val", 4)) for i in range(n) for kind in [("harmful", "benign")[i % 2]]]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def test_tiny_cpu_run_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    done = train_cli("--max-steps", "6", "--output-dir", str(out), "--checkpoint-interval", "3",
+                     "--validation-interval", "3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().split("\n")[-1] == COMPLETE
+    assert [r["step"] for r in rows(out)] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows(out, "val")] == [3, 6]
+    for key in ("conv_loss", "fb_loss", "rc_before", "rc_after", "dir", "label_acc", "format_rate", "ftr", "kl_conv",
+                "kl_fb", "rollout_tokens_per_s", "samples_per_s"):
+        assert key in rows(out)[0]
+    assert {"asr", "orr", "ftr", "dir"} <= set(rows(out, "val")[0])
+    assert (out / "checkpoints" / "step_00000003" / "trainer.json").is_file()
+    for agent in ("conversation", "feedback"):
+        assert (out / agent / "config.json").is_file() and (out / agent / "tokenizer.json").is_file()
+    manifest = json.loads((out / "training_manifest.json").read_text())
+    assert manifest["steps"] == 6 and manifest["final_validation"]["step"] == 6
+
+
+@pytest.mark.parametrize(
+    "flag,value,check",
+    [
+        ("epochs", 3, lambda t: t.total == 3 * t.steps_per_epoch),
+        ("max_steps", 7, lambda t: t.total == 7),
+        ("batch_size", 4, lambda t: t.per_step == 4 and t.fb.engine.train_micro_batch_size_per_gpu() == 4),
+        ("gradient_accumulation", 3, lambda t: t.per_step == 48 and t.fb.engine.gradient_accumulation_steps() == 3
+         and t.conv.engine.gradient_accumulation_steps() == 6),
+        ("learning_rate", 0.0123, lambda t: t.fb.engine.optimizer.param_groups[0]["lr"] == pytest.approx(0.0123)),
+        ("seed", 5, lambda t: t.train_items[0].prompt != Trainer(load_config(TINY, {})).train_items[0].prompt),
+        ("output_dir", "OUT", lambda t: t.out.name == "OUT"),
+        ("checkpoint_interval", 11, lambda t: t.cfg.checkpoint_interval == 11),
+        ("validation_interval", 13, lambda t: t.cfg.validation_interval == 13),
+        ("resume_from", "latest", lambda t: t.cfg.resume_from == "latest"),
+    ],
+)
+def test_each_flag_reaches_the_trainer(tmp_path, flag, value, check):
+    if flag == "output_dir":
+        value = tmp_path / "OUT"
+    trainer = Trainer(load_config(TINY, {flag: value}), log=lambda _line: None)
+    assert check(trainer)
+
+
+def test_dataset_flag_trains_on_the_file(tmp_path, small_dataset):
+    trainer = Trainer(load_config(TINY, {"dataset": small_dataset, "batch_size": 4, "epochs": 2}), log=lambda _l: None)
+    assert len(trainer.train_items) == 20 and len(trainer.val_items) == 4
+    assert trainer.steps_per_epoch == 5 and trainer.total == 10
+
+
+def test_interval_flags_change_the_run(tmp_path, small_dataset):
+    out = tmp_path / "run"
+    done = train_cli("--dataset", str(small_dataset), "--batch-size", "4", "--epochs", "1", "--output-dir", str(out),
+                     "--checkpoint-interval", "2", "--validation-interval", "4", "--seed", "3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [r["step"] for r in rows(out)] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in rows(out, "val")] == [4, 5]
+    assert sorted(p.name for p in (out / "checkpoints").glob("step_*")) == ["step_00000002", "step_00000004"]
+    other = tmp_path / "other-seed"
+    assert train_cli("--dataset", str(small_dataset), "--batch-size", "4", "--epochs", "1", "--output-dir", str(other),
+                     "--seed", "4").returncode == 0
+    assert [r["rc_before"] for r in rows(out)] != [r["rc_before"] for r in rows(other)] or \
+        [r["fb_loss"] for r in rows(out)] != [r["fb_loss"] for r in rows(other)]
+
+
+def test_gpus_flag_uses_the_deepspeed_launcher(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "deepspeed").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'launched'}\n")
+    (fake / "deepspeed").chmod(0o755)
+    done = train_cli("--gpus", "8", "--max-steps", "3", env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr
+    launched = (tmp_path / "launched").read_text()
+    assert launched.startswith("--num_gpus 8 --module gate train") and "--max-steps 3" in launched
+    hosts = tmp_path / "hostfile"
+    hosts.write_text("node-1 slots=8\nnode-2 slots=8\n")
+    train_cli("--hostfile", str(hosts), env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    assert (tmp_path / "launched").read_text().startswith(f"--hostfile {hosts} --module gate train")
+
+
+@pytest.mark.parametrize("args,needle", [(["--colour", "red"], "No such option"), (["--epochs", "0"], "--epochs"),
+                                         (["--resume-from", "latest", "--output-dir", "/nonexistent/x"], "no checkpoint")])
+def test_bad_flags_exit_2_with_a_sentence(args, needle):
+    done = train_cli(*args)
+    assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr
+
+
+def _same(a: dict, b: dict) -> bool:
+    for key in DETERMINISTIC:
+        x, y = a[key], b[key]
+        if isinstance(x, float) and math.isnan(x):
+            if not (isinstance(y, float) and math.isnan(y)):
+                return False
+        elif x != pytest.approx(y, rel=1e-6, abs=1e-9):
+            return False
+    return True
+
+
+def test_kill_9_and_resume_reproduce_the_uninterrupted_run(tmp_path):
+    common = ["--max-steps", "12", "--checkpoint-interval", "3", "--validation-interval", "100", "--seed", "7"]
+    whole = tmp_path / "whole"
+    assert train_cli(*common, "--output-dir", str(whole)).returncode == 0
+    cut = tmp_path / "cut"
+    kill_after = random.randint(4, 10)  # past at least one checkpoint, before the end
+    proc = subprocess.Popen([sys.executable, "-m", "gate", "train", "--config", str(TINY), *common, "--output-dir", str(cut)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (cut / "metrics.jsonl").exists() and len(rows(cut)) >= kill_after:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(rows(cut)) < 12, "the run finished before it could be killed"
+    resumed = train_cli(*common, "--output-dir", str(cut), "--resume-from", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout
+    a, b = rows(whole), rows(cut)
+    assert [r["step"] for r in b] == list(range(1, 13))
+    assert all(_same(x, y) for x, y in zip(a, b, strict=True)), "resumed metrics differ from the uninterrupted run"
+
+
+def test_agents_learn_the_synthetic_task(tmp_path):
+    """Within a few hundred steps: label accuracy, R_c and the JSON format rate rise over their start."""
+    cfg = load_config(TINY, {"max_steps": 260, "output_dir": tmp_path / "learn", "validation_interval": 1000,
+                             "checkpoint_interval": 1000})
+    Trainer(cfg, log=lambda _line: None).run()
+    train = rows(tmp_path / "learn")
+
+    def mean(key, part):
+        return sum(r[key] for r in part) / len(part)
+
+    first, last = train[:30], train[-30:]
+    # Labels are learned in stage 1 (lambda > 0); in stage 2 lambda = 0, as in the paper.
+    stage1_end = [r for r in train if r["stage"] == 1][-30:]
+    assert mean("format_rate", last) >= mean("format_rate", first) + 0.3
+    assert mean("label_acc", stage1_end) >= mean("label_acc", first) + 0.2
+    assert mean("rc_before", last) >= mean("rc_before", first) + 0.15
