@@ -144,8 +144,15 @@ class Agent:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:])
 
-    def save_pretrained(self, folder) -> None:
+    def save_pretrained(self, folder, rank: int) -> None:
+        """Hugging Face weights, written by rank 0. Every rank must call it: under ZeRO-3 the weights are
+        partitioned and gathering them is collective."""
+        state = None
+        if self.engine.zero_optimization_stage() == 3:
+            state = self.engine._zero3_consolidated_16bit_state_dict()
+        if rank != 0:
+            return
         folder.mkdir(parents=True, exist_ok=True)
-        model = self.module.merge_and_unload() if self.lora else self.module
-        model.save_pretrained(folder, safe_serialization=True)
+        model = self.module.merge_and_unload() if self.lora and state is None else self.module
+        model.save_pretrained(folder, state_dict=state, safe_serialization=True)
         self.chat.save(folder)

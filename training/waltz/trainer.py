@@ -302,9 +302,8 @@ class Trainer:
 
     def _finish(self, last_val: dict | None) -> dict:
         cfg = self.cfg
-        if self.rank == 0:
-            for name, agent in self.agents.items():
-                agent.save_pretrained(self.out / name)
+        for name, agent in self.agents.items():
+            agent.save_pretrained(self.out / name, self.rank)
         manifest = {
             "steps": self.state["step"], "epochs_seen": self.state["epoch"] + 1, "world_size": self.world,
             "config": json.loads(cfg.model_dump_json()), "final_validation": last_val,
