@@ -10,15 +10,12 @@ import argparse
 import statistics
 import time
 
+from stats import pct
 from gate.config import Stage2Settings
 from gate.flags import ENFORCE_FLAG, Stage2Flags
 from gate.metrics import GateMetrics
 from gate.types import CheckRequest
 
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def main() -> None:

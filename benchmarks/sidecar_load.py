@@ -70,10 +70,6 @@ async def drive(url: str, total: int, concurrency: int) -> tuple[list[float], in
         return latencies, errors, time.perf_counter() - start
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
-
 
 def start(config: Path | None, workers: int = 1) -> Sidecar:
     cfg = yaml.safe_load(config.read_text()) if config else {}

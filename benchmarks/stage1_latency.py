@@ -16,6 +16,7 @@ import re
 import statistics
 import time
 
+from stats import pct
 from gate import CheckRequest, Gate, GateSettings
 from plugins.stage1 import PACKS
 from plugins.pattern_pack import PatternPack
@@ -50,10 +51,6 @@ def measure(gate: Gate, request: CheckRequest, iterations: int) -> list[float]:
         lat.append((time.perf_counter() - t) * 1000)
     return lat
 
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from stats import pct
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("the model reads the prompt and the response and decides whether the answer is safe and helpful "
@@ -42,9 +43,8 @@ def timed(fn, iterations: int, runs: int) -> tuple[float, float]:
             t = time.perf_counter()
             fn()
             lat.append((time.perf_counter() - t) * 1000)
-        lat.sort()
-        p50s.append(lat[len(lat) // 2])
-        p95s.append(lat[min(len(lat) - 1, int(0.95 * len(lat)))])
+        p50s.append(pct(lat, 0.5))
+        p95s.append(pct(lat, 0.95))
     return statistics.median(p50s), statistics.median(p95s)
 
 

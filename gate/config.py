@@ -134,18 +134,22 @@ def describe(exc: ValidationError, prefix: str = "") -> str:
     return f"{prefix}{loc}: {first['msg']}{shown}{tail}."
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file's top-level mapping (empty file: {}); raises ConfigError saying what is wrong."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping at the top level.")
+    return data
+
+
 def load_settings(path: str | Path | None = None) -> GateSettings:
     """Settings from a YAML file (optional) with environment overrides; raises ConfigError."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}.") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}.") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level.")
+    data = read_yaml_mapping(path) if path is not None else {}
     try:
         return GateSettings(**data)
     except ValidationError as exc:

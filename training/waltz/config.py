@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gate.config import ConfigError, describe
+from gate.config import ConfigError, describe, read_yaml_mapping
 from plugins.waltz_protocol import CONVERSATION_SYSTEM_PROMPT, FEEDBACK_SYSTEM_PROMPT
 
 
@@ -111,14 +110,7 @@ def load_config(path: Path | None, overrides: dict) -> TrainConfig:
     """The YAML file (optional) with the given overrides (the CLI flags that were set) on top."""
     data: dict = {}
     if path is not None:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read training config {path}: {exc.strerror}.") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"training config {path} is not valid YAML: {exc}.") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"training config {path} must hold a mapping.")
+        data = read_yaml_mapping(path, "training config")
         base = path.parent
         for key in ("dataset", "deepspeed_config"):  # relative paths are relative to the config file
             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
