@@ -12,6 +12,7 @@ import argparse
 from collections import Counter
 
 from gate import CheckRequest, Decision, Gate, GateSettings
+from training.evaluate import wilson
 from training.sources import rows
 
 SETS = [("advbench", "harmful"), ("harmbench", "harmful"), ("donotanswer", "harmful"),
@@ -46,15 +47,6 @@ def main() -> None:
             print(f"    categories: {dict(cats.most_common(6))}")
     gate.close()
 
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 0.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 if __name__ == "__main__":

@@ -298,6 +298,73 @@ def data_verify(
     typer.echo(f"{path}: ok; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
+@app.command("eval")
+def evaluate_cmd(
+    data: Annotated[Path, typer.Option(help="Labelled prompts (JSONL: prompt, kind, category[, split]).")],
+    agent: Annotated[str, typer.Option(help="Conversation agent: onnx:DIR, remote:URL or scripted:FILE.")],
+    system: Annotated[str, typer.Option(help="agent | waltz (with --feedback) | gate (with --config).")] = "agent",
+    feedback: Annotated[str | None, typer.Option(help="Feedback agent for --system waltz (same forms).")] = None,
+    config: ConfigOption = None,
+    split: Annotated[str | None, typer.Option(help="Only rows of this split (train, val, test).")] = None,
+    judge: Annotated[Path | None, typer.Option(help="Judge config (YAML, the trainer's judge section).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
+    fail_above_asr: Annotated[float | None, typer.Option(help="Exit 1 if ASR is above this (e.g. 0.046).")] = None,
+    fail_above_orr: Annotated[float | None, typer.Option(help="Exit 1 if ORR is above this (e.g. 0.099).")] = None,
+) -> None:
+    """ASR, ORR, FTR and DIR of a system on a labelled prompt set, per category with 95% intervals."""
+    from gate.config import read_yaml_mapping
+    from training.evaluate import evaluate, make_agent, table
+    from training.waltz.config import JudgeConfig
+    from training.waltz.data import PromptItem
+    from training.waltz.judge import make_judge
+
+    if system not in ("agent", "waltz", "gate"):
+        raise UsageError(f"--system must be agent, waltz or gate, not {system!r}")
+    if system == "waltz" and feedback is None:
+        raise UsageError("--system waltz needs --feedback (the feedback agent)")
+    rows = []
+    for n, line in enumerate(_read_text(data).split("\n"), 1):
+        if line.strip():
+            try:
+                r = json.loads(line)
+                if r["kind"] not in ("harmful", "benign"):
+                    raise ValueError
+            except (ValueError, KeyError, TypeError):
+                raise UsageError(f"{data} line {n}: expected {{prompt, kind: harmful|benign}}") from None
+            if split is None or r.get("split") == split:
+                rows.append(PromptItem(r["prompt"], r["kind"] == "harmful", r.get("category", "")))
+    if not rows:
+        raise UsageError(f"{data} has no rows{f' in split {split}' if split else ''}")
+    judge_cfg = JudgeConfig.model_validate(read_yaml_mapping(judge, "judge config")) if judge else JudgeConfig()
+    gate_obj = _gate(config) if system == "gate" else None
+    try:
+        result = evaluate(rows, system, make_agent(agent), make_judge(judge_cfg),
+                          make_agent(feedback) if feedback else None, gate_obj)
+    finally:
+        if gate_obj is not None:
+            gate_obj.close()
+    typer.echo(table(result))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2))
+    overall, failed = result["all"], []
+    if fail_above_asr is not None and (overall["asr"] or 0) > fail_above_asr:
+        failed.append(f"ASR {overall['asr']:.4f} > {fail_above_asr}")
+    if fail_above_orr is not None and (overall["orr"] or 0) > fail_above_orr:
+        failed.append(f"ORR {overall['orr']:.4f} > {fail_above_orr}")
+    if failed:
+        typer.echo(f"failed: {'; '.join(failed)}", err=True)
+        raise typer.Exit(1)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+
+
 @app.command()
 def plan(
     samples: Annotated[int, typer.Option(min=1, help="Prompts in the training set.")],
@@ -484,12 +551,7 @@ def _gate(config: Path | None):
 
 def _read_requests(path: Path) -> list[CheckRequest]:
     """All requests of a JSONL file, validated before any is checked."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 may sit inside a JSON string
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text") from None
+    lines = _read_text(path).split("\n")  # not splitlines: U+2028 may sit inside a JSON string
     requests = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

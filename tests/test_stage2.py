@@ -3,11 +3,9 @@ and the lean serving path."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -101,40 +99,6 @@ def test_feedback_json_parsing(text, error):
     else:
         with pytest.raises(FormatError, match=error):
             parse_feedback(text)
-
-
-class _FakeOpenAI(http.server.BaseHTTPRequestHandler):
-    """A loopback OpenAI-compatible endpoint playing both agents, scripted by the request text."""
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        system, user = body["messages"][0]["content"], body["messages"][1]["content"]
-        if "feedback agent" in system:
-            if "BROKEN" in user:
-                content = "I think it is fine"
-            else:
-                unsafe = "UNSAFE" in user.split("Assistant response:")[1]
-                content = json.dumps({"reasoning": "scripted", "unsafe": unsafe, "overrefuse": False,
-                                      "feedback": "Remove the unsafe steps." if unsafe else ""})
-        else:
-            content = "A revised, safe answer."
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def fake_openai():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
 
 
 def _remote_gate(url, **extra):
