@@ -366,6 +366,61 @@ def _read_text(path: Path) -> str:
 
 
 @app.command()
+def monitor(
+    log_dir: Annotated[Path, typer.Option("--log-dir", help="The run's output folder (with metrics.jsonl).")],
+    once: Annotated[bool, typer.Option("--once", help="Check once and exit (1 if an alert holds).")] = False,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between reads.")] = 10.0,
+    pid_file: Annotated[Path | None, typer.Option(help="The training process's pid file (dead-process alert).")] = None,
+    kl_max: Annotated[float, typer.Option(help="KL bound per agent.")] = 0.1,
+    dir_min: Annotated[float | None, typer.Option(help="Alert when mean DIR over --window steps is below this.")] = None,
+    window: Annotated[int, typer.Option(min=1)] = 50,
+    stall_minutes: Annotated[float, typer.Option(min=0.1)] = 30.0,
+    webhook: Annotated[str | None, typer.Option(help="POST alerts as JSON to this URL.")] = None,
+    smtp_host: Annotated[str | None, typer.Option(help="Send alerts by e-mail through this SMTP server.")] = None,
+    smtp_port: Annotated[int, typer.Option()] = 25,
+    email_to: Annotated[str | None, typer.Option()] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of the curves and exit.")] = None,
+) -> None:
+    """Follow a training run: live view, alerts (NaN/inf loss, KL, DIR, stalls, dead process), plots."""
+    import time
+
+    from training.monitor import Notifier, Rules, RunState, check, fresh, pid_alive, read_new
+    from training.monitor import plot as draw
+
+    metrics = log_dir / "metrics.jsonl"
+    if not metrics.exists():
+        raise UsageError(f"{metrics} does not exist (is --log-dir the run's --output-dir?)")
+    state, rules = RunState(), Rules(kl_max, dir_min, window, stall_minutes)
+    notifier = Notifier(webhook, smtp_host, smtp_port, email_to)
+    read_new(metrics, state, time.time())
+    if plot is not None:
+        draw(state.rows, plot)
+        typer.echo(f"wrote {plot}")
+        return
+    while True:
+        now = time.time()
+        read_new(metrics, state, now)
+        finished = (log_dir / "training_manifest.json").exists()
+        alerts = check(state, rules, now, pid_alive(pid_file), finished)
+        train = [r for r in state.rows if r.get("split") == "train"]
+        if train:
+            last = train[-1]
+            typer.echo(f"step {last['step']} stage {last['stage']} R_c {last['rc_before']:.3f}->{last['rc_after']:.3f} "
+                       f"DIR {last['dir']:+.3f} label {last['label_acc']:.3f} format {last['format_rate']:.3f} "
+                       f"FTR {last['ftr']:.3f} KL {last['kl_conv']:.3f}/{last['kl_fb']:.3f}"
+                       f"{' (complete)' if finished else ''}")
+        for alert in fresh(state, alerts):
+            typer.echo(f"ALERT {alert.kind}: {alert.message}")
+            for problem in notifier.send(str(log_dir), alert):
+                typer.echo(f"  (alert delivery failed: {problem})", err=True)
+        if once:
+            raise typer.Exit(1 if alerts else 0)
+        if finished:
+            return
+        time.sleep(interval)
+
+
+@app.command()
 def plan(
     samples: Annotated[int, typer.Option(min=1, help="Prompts in the training set.")],
     epochs: Annotated[int, typer.Option(min=1)] = 1,
