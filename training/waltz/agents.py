@@ -85,6 +85,10 @@ class Agent:
             self.ref = None  # the reference is the base model: the adapters switched off
         else:
             self.ref = copy.deepcopy(model).eval().requires_grad_(False)
+        # Padding fills rows that stopped early, so the pad token is never a sampled token (the sequence
+        # scored in training would no longer line up with the one generated); nor is BOS. Scoring masks them
+        # too, so sampling and training see the same distribution.
+        self.never = [t for t in (chat.pad_id, getattr(chat, "bos_id", None)) if t is not None and t != chat.eos_id]
         params = [p for p in model.parameters() if p.requires_grad]
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
         self.device = self.engine.device
@@ -106,14 +110,11 @@ class Agent:
             mask[i, width - len(p):] = 1
         model = self.module
         model.eval()
-        # Padding fills rows that stopped early, so the pad token must never be a sampled token: the
-        # sequence scored in training would no longer line up with the one generated.
-        never = [t for t in (self.chat.pad_id, getattr(self.chat, "bos_id", None)) if t is not None and t != self.chat.eos_id]
         out = model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=self.cfg.max_new_tokens,
             do_sample=not greedy, temperature=self.cfg.temperature if not greedy else None, top_k=0 if not greedy else None,
             top_p=1.0 if not greedy else None, eos_token_id=self.chat.eos_id, pad_token_id=self.chat.pad_id,
-            suppress_tokens=never or None,
+            suppress_tokens=self.never or None,
         )[:, width:].tolist()
         # Keep each row up to and including its first EOS; what follows is padding.
         return [row[: row.index(self.chat.eos_id) + 1] if self.chat.eos_id in row else row for row in out]
@@ -142,7 +143,11 @@ class Agent:
             model, ctx = (self.ref if reference else self.engine), nullcontext()
         with ctx:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:])
+        if self.never:
+            logits = logits.clone()
+            logits[..., self.never] = float("-inf")
+        logp = token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:])
+        return logp.masked_fill(batch["mask"] == 0, 0.0)  # padding targets are -inf once masked: keep them out
 
     def save_pretrained(self, folder, rank: int) -> None:
         """Hugging Face weights, written by rank 0. Every rank must call it: under ZeRO-3 the weights are

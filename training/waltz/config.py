@@ -32,7 +32,7 @@ class TinyModel(_Strict):
 class AgentConfig(_Strict):
     model: Path | None = None  # a Hugging Face causal LM folder (Llama-3.1-8B-Instruct in production)
     tiny: TinyModel | None = None  # or a tiny model from a config (then the synthetic task's tokenizer)
-    system_prompt: str
+    system_prompt: str | None = None  # default: the WaltzRL protocol's prompt for this agent
     max_new_tokens: int = Field(default=256, ge=1)
     temperature: float = Field(default=1.0, gt=0)
     lora_rank: int = Field(default=0, ge=0)  # > 0: train LoRA adapters (peft); the reference is the base
@@ -103,6 +103,8 @@ class TrainConfig(_Strict):
     def _data(self) -> TrainConfig:
         if (self.dataset is None) == (self.synthetic is None):
             raise ValueError("give exactly one of dataset (a JSONL file) or synthetic (the made-up task)")
+        self.conversation.system_prompt = self.conversation.system_prompt or CONVERSATION_SYSTEM_PROMPT
+        self.feedback.system_prompt = self.feedback.system_prompt or FEEDBACK_SYSTEM_PROMPT
         return self
 
 
