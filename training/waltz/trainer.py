@@ -52,6 +52,11 @@ def _init_distributed(backend: str) -> tuple[int, int]:
     if "WORLD_SIZE" in os.environ:
         deepspeed.init_distributed(dist_backend=backend)
     else:
+        # One process needs no shared-memory all-reduce; skipping DeepSpeed's JIT build of it also avoids
+        # its file lock, which a run killed mid-build leaves behind and on which every later start waits.
+        import deepspeed.comm.torch as ds_torch
+
+        ds_torch.build_shm_op = lambda: None
         for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
                            ("MASTER_PORT", "0")):
             os.environ.setdefault(key, value)
