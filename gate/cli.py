@@ -315,24 +315,14 @@ def evaluate_cmd(
     from gate.config import read_yaml_mapping
     from training.evaluate import evaluate, make_agent, table
     from training.waltz.config import JudgeConfig
-    from training.waltz.data import PromptItem
+    from training.waltz.data import item_of, read_prompt_rows
     from training.waltz.judge import make_judge
 
     if system not in ("agent", "waltz", "gate"):
         raise UsageError(f"--system must be agent, waltz or gate, not {system!r}")
     if system == "waltz" and feedback is None:
         raise UsageError("--system waltz needs --feedback (the feedback agent)")
-    rows = []
-    for n, line in enumerate(_read_text(data).split("\n"), 1):
-        if line.strip():
-            try:
-                r = json.loads(line)
-                if r["kind"] not in ("harmful", "benign"):
-                    raise ValueError
-            except (ValueError, KeyError, TypeError):
-                raise UsageError(f"{data} line {n}: expected {{prompt, kind: harmful|benign}}") from None
-            if split is None or r.get("split") == split:
-                rows.append(PromptItem(r["prompt"], r["kind"] == "harmful", r.get("category", "")))
+    rows = [item_of(r) for r in read_prompt_rows(data) if split is None or r.get("split") == split]
     if not rows:
         raise UsageError(f"{data} has no rows{f' in split {split}' if split else ''}")
     judge_cfg = JudgeConfig.model_validate(read_yaml_mapping(judge, "judge config")) if judge else JudgeConfig()

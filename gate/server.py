@@ -68,6 +68,10 @@ class _BodyTooLarge(Exception):
 _TOO_LARGE = "waltz_gate.body_too_large"
 
 
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request body is larger than {limit} bytes."}, status_code=413)
+
+
 class _BodyLimit:
     """Pure ASGI middleware: a body over the limit gets 413 with a JSON sentence, chunked or not."""
 
@@ -104,9 +108,7 @@ class _BodyLimit:
                 await self._reject(send)
 
     async def _reject(self, send):
-        await JSONResponse({"detail": f"request body is larger than {self.limit} bytes."}, 413)(
-            {"type": "http"}, None, send
-        )
+        await _too_large(self.limit)({"type": "http"}, None, send)
 
 
 class _HttpMetrics:
@@ -199,7 +201,7 @@ def create_app(settings: GateSettings, gate: Gate | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if _TOO_LARGE in request.scope:
-            return JSONResponse({"detail": f"request body is larger than {request.scope[_TOO_LARGE]} bytes."}, 413)
+            return _too_large(request.scope[_TOO_LARGE])
         detail = exc.detail if exc.status_code != 400 else "request body could not be parsed (is it UTF-8 JSON?)."
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 

@@ -31,26 +31,38 @@ class PromptItem:
     category: str = ""
 
 
-def load_prompts(path: Path) -> tuple[list[PromptItem], list[PromptItem]]:
-    """(train, val) prompts from a JSONL data file; bad rows are an error naming the line."""
-    train, val = [], []
+def read_prompt_rows(path: Path) -> list[dict]:
+    """The rows of a prompt file, each checked to have a prompt and a kind; a bad row names its line."""
     try:
         lines = path.read_text(encoding="utf-8").split("\n")
     except OSError as exc:
         raise ConfigError(f"cannot read dataset {path}: {exc.strerror}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"dataset {path} is not UTF-8 text.") from None
+    rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            kind = row["kind"]
-            if kind not in ("harmful", "benign") or not isinstance(row["prompt"], str) or not row["prompt"].strip():
+            if row["kind"] not in ("harmful", "benign") or not isinstance(row["prompt"], str) or not row["prompt"].strip():
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             raise ConfigError(f"dataset {path} line {n}: expected {{prompt, kind: harmful|benign}}.") from None
-        item = PromptItem(row["prompt"], kind == "harmful", row.get("category", ""))
+        rows.append(row)
+    return rows
+
+
+def item_of(row: dict) -> PromptItem:
+    return PromptItem(row["prompt"], row["kind"] == "harmful", row.get("category", ""))
+
+
+def load_prompts(path: Path) -> tuple[list[PromptItem], list[PromptItem]]:
+    """(train, val) prompts from a JSONL data file; bad rows are an error naming the line."""
+    train, val = [], []
+    for row in read_prompt_rows(path):
         split = row.get("split") or ("val" if split_of(row["prompt"]) != "train" else "train")
-        (val if split in ("val", "validation", "test") else train).append(item)
+        (val if split in ("val", "validation", "test") else train).append(item_of(row))
     if not train:
         raise ConfigError(f"dataset {path} has no training prompts.")
     return train, val
