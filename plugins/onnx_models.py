@@ -82,6 +82,7 @@ class CausalLM:
         self.tokenizer.no_truncation()
         self.template: str = self.config.get("chat_template", "{system}\n\nUser: {user}\nAssistant:")
         self.eos_ids = set(self.config.get("eos_token_ids", []))
+        self.bos_id: int | None = self.config.get("bos_token_id")  # prepended when the template does not add it
         self.session = session(model_dir / (model_file or self.config["model_file"]), threads)
         self._inputs = {i.name: i for i in self.session.get_inputs()}
         self._past = [name for name in self._inputs if name.startswith("past_key_values")]
@@ -119,6 +120,7 @@ class CausalLM:
         return out
 
     def chat(self, system: str, user: str, max_new_tokens: int) -> str:
-        text = self.template.format(system=system, user=user)
-        ids = self.tokenizer.encode(text).ids
+        ids = self.tokenizer.encode(self.template.format(system=system, user=user)).ids
+        if self.bos_id is not None and ids[:1] != [self.bos_id]:
+            ids = [self.bos_id, *ids]
         return self.tokenizer.decode(self.generate_ids(ids, max_new_tokens))

@@ -118,7 +118,7 @@ def export(model_dir: Path, out: Path, task: str | None = None, quantize: bool =
         else:
             eos = hf_config.eos_token_id
             config["eos_token_ids"] = eos if isinstance(eos, list) else [eos] if eos is not None else []
-            config["chat_template"] = chat_template or "{system}\n\nUser: {user}\nAssistant:"
+            config.update(chat_format(model_dir, chat_template))
         (tmp / "waltz_gate.json").write_text(json.dumps(config, indent=2))
 
         torch.manual_seed(0)
@@ -147,6 +147,30 @@ def export(model_dir: Path, out: Path, task: str | None = None, quantize: bool =
             if p.is_file() and (p.suffix in (".json", ".onnx") or p.name.endswith(".onnx_data")):
                 shutil.copy(p, out / p.name)
     return manifest
+
+
+def chat_format(model_dir: Path, template: str | None) -> dict:
+    """How the served model formats (system, user): --chat-template if given; else what the trainer saved
+    beside tiny agents (waltz_chat.json); else the checkpoint's own Jinja chat template rendered into a
+    {system}/{user} format string; else a plain default."""
+    if template is not None:
+        return {"chat_template": template}
+    saved = model_dir / "waltz_chat.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        tok = None
+    if tok is not None and getattr(tok, "chat_template", None):
+        marks = ("\x00SYSTEM\x00", "\x00USER\x00")
+        text = tok.apply_chat_template([{"role": "system", "content": marks[0]}, {"role": "user", "content": marks[1]}],
+                                       tokenize=False, add_generation_prompt=True)
+        text = text.replace("{", "{{").replace("}", "}}")
+        return {"chat_template": text.replace(marks[0], "{system}").replace(marks[1], "{user}")}
+    return {"chat_template": "{system}\n\nUser: {user}\nAssistant:"}
 
 
 def _fuse(path: Path, hf_config) -> dict | None:

@@ -25,7 +25,7 @@ def package(onnx: Path, trained: Path, out: Path) -> dict:
         stale.unlink()
     for name in (served, "tokenizer.json", "waltz_gate.json"):
         shutil.copy(onnx / name, out / name)
-    data = report.pop("data")
+    data = report.pop("data", None)
     manifest = {
         "name": out.name,
         "export": export_manifest,

@@ -31,12 +31,12 @@ def load_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
-def label_arrays(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, mask): float32 [n, heads]; mask is 0 where a source gave no label."""
-    labels = np.zeros((len(rows), len(HEADS)), dtype=np.float32)
+def label_arrays(rows: list[dict], heads: tuple[str, ...] = HEADS) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, mask): float32 [n, heads]; mask is 0 where a row gives no label. Labels may be soft (0..1)."""
+    labels = np.zeros((len(rows), len(heads)), dtype=np.float32)
     mask = np.zeros_like(labels)
     for i, row in enumerate(rows):
-        for j, head in enumerate(HEADS):
+        for j, head in enumerate(heads):
             value = row["labels"].get(head)
             if value is not None:
                 labels[i, j], mask[i, j] = float(value), 1.0
@@ -55,7 +55,7 @@ def batches(rows: list[dict], size: int, rng: random.Random, shuffle: bool) -> l
 def predict(model, encoder: PairEncoder, rows: list[dict], batch_size: int = 64) -> np.ndarray:
     """Sigmoid probabilities [n, heads]."""
     model.eval()
-    out = np.zeros((len(rows), len(HEADS)), dtype=np.float32)
+    out = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
         for idx in batches(rows, batch_size, random.Random(0), shuffle=False):
             enc = encoder.encode([(rows[i]["prompt"], rows[i]["response"]) for i in idx])
@@ -64,11 +64,11 @@ def predict(model, encoder: PairEncoder, rows: list[dict], batch_size: int = 64)
     return out
 
 
-def head_metrics(probs: np.ndarray, rows: list[dict], threshold: float = 0.5) -> dict:
+def head_metrics(probs: np.ndarray, rows: list[dict], heads: tuple[str, ...] = HEADS, threshold: float = 0.5) -> dict:
     """Precision, recall and F1 per head, over the rows that carry that head's label."""
-    labels, mask = label_arrays(rows)
+    labels, mask = label_arrays(rows, heads)
     result = {}
-    for j, head in enumerate(HEADS):
+    for j, head in enumerate(heads):
         keep = mask[:, j] > 0
         if not keep.any():
             continue
@@ -82,40 +82,44 @@ def head_metrics(probs: np.ndarray, rows: list[dict], threshold: float = 0.5) ->
     return result
 
 
-def heldout_prompt_metrics(probs: np.ndarray, rows: list[dict], threshold: float = 0.5) -> dict:
-    """On pre-check rows (prompt alone): harmful-prompt recall and the false-flag rate on benign prompts."""
+def heldout_prompt_metrics(probs: np.ndarray, rows: list[dict], column: int = 0, threshold: float = 0.5) -> dict:
+    """On pre-check rows (prompt alone): harmful-prompt recall and the false-flag rate on benign prompts.
+    `column` is the head that flags a harmful prompt (prompt_harmful, or unsafe for a distilled student)."""
     out = {}
     for name, want in (("harmful_recall", 1), ("benign_false_flag_rate", 0)):
-        sel = [i for i, r in enumerate(rows) if r["response"] is None and r["labels"]["prompt_harmful"] == want]
+        sel = [i for i, r in enumerate(rows) if r["response"] is None and r["labels"].get("prompt_harmful") == want]
         if sel:
-            flagged = int((probs[sel, 0] >= threshold).sum())
+            flagged = int((probs[sel, column] >= threshold).sum())
             out[name] = round(flagged / len(sel), 4)
             out[f"{name}_n"] = len(sel)
     return out
 
 
-def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: float, max_tokens: int, seed: int,
-          max_steps: int | None = None, layers: int | None = None, log=print) -> dict:
+def load_student(base: Path, heads: tuple[str, ...], layers: int | None = None, log=print):
+    """A multi-label classifier over `heads` from a BERT-style base; with `layers`, keep that many encoder
+    layers spread evenly over the base's depth (a faster student)."""
     from transformers import BertForSequenceClassification
 
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    encoder = PairEncoder.load(base / "tokenizer.json", max_tokens)
     model = BertForSequenceClassification.from_pretrained(
-        base, num_labels=len(HEADS), problem_type="multi_label_classification",
-        id2label=dict(enumerate(HEADS)), label2id={h: i for i, h in enumerate(HEADS)},
+        base, num_labels=len(heads), problem_type="multi_label_classification",
+        id2label=dict(enumerate(heads)), label2id={h: i for i, h in enumerate(heads)},
+        ignore_mismatched_sizes=True,
     )
     if layers is not None and layers < model.config.num_hidden_layers:
-        # A smaller student: keep `layers` encoder layers spread evenly over the base's depth.
         total = model.config.num_hidden_layers
         keep = sorted({round(i * (total - 1) / max(layers - 1, 1)) for i in range(layers)})
         model.bert.encoder.layer = torch.nn.ModuleList(model.bert.encoder.layer[i] for i in keep)
         model.config.num_hidden_layers = len(keep)
         log(f"student with encoder layers {keep} of {total}")
-    rows = {s: load_rows(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout")}
-    train_rows = rows["train"]
-    labels, mask = label_arrays(train_rows)
-    steps_per_epoch = math.ceil(len(train_rows) / batch_size)
+    return model
+
+
+def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask: np.ndarray, epochs: int,
+        batch_size: int, lr: float, seed: int, max_steps: int | None = None, log=print) -> int:
+    """Masked binary cross-entropy (soft targets allowed) with AdamW and linear warm-up/decay; returns steps."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    steps_per_epoch = math.ceil(len(rows) / batch_size)
     total = min(max_steps or epochs * steps_per_epoch, epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, total // 20)
@@ -124,11 +128,11 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
     )
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     step, started = 0, time.time()
-    log(f"training on {len(train_rows)} rows, {total} steps, batch {batch_size}, max_tokens {max_tokens}")
+    log(f"training on {len(rows)} rows, {total} steps, batch {batch_size}, max_tokens {encoder.max_tokens}")
     while step < total:
         model.train()
-        for idx in batches(train_rows, batch_size, rng, shuffle=True):
-            enc = encoder.encode([(train_rows[i]["prompt"], train_rows[i]["response"]) for i in idx])
+        for idx in batches(rows, batch_size, rng, shuffle=True):
+            enc = encoder.encode([(rows[i]["prompt"], rows[i]["response"]) for i in idx])
             logits = model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits
             m = torch.from_numpy(mask[idx])
             loss = (loss_fn(logits, torch.from_numpy(labels[idx])) * m).sum() / m.sum().clamp(min=1)
@@ -142,7 +146,17 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
                 log(f"step {step}/{total} loss {loss.item():.4f} ({time.time() - started:.0f} s)")
             if step >= total:
                 break
+    return step
 
+
+def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: float, max_tokens: int, seed: int,
+          max_steps: int | None = None, layers: int | None = None, log=print) -> dict:
+    started = time.time()
+    encoder = PairEncoder.load(base / "tokenizer.json", max_tokens)
+    model = load_student(base, HEADS, layers, log)
+    rows = {s: load_rows(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout")}
+    labels, mask = label_arrays(rows["train"])
+    step = fit(model, encoder, rows["train"], labels, mask, epochs, batch_size, lr, seed, max_steps, log)
     metrics = {}
     for split in ("val", "test", "heldout"):
         probs = predict(model, encoder, rows[split])

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
 from contextlib import nullcontext
 
 import torch
 
 from training.waltz.config import AgentConfig, TrainConfig
 from training.waltz.data import TEMPLATE
+
+CHAT_FILE = "waltz_chat.json"
 
 
 class WordChat:
@@ -27,6 +30,8 @@ class WordChat:
 
     def save(self, folder) -> None:
         self.tok.save(str(folder / "tokenizer.json"))
+        # How prompts were formatted in training, so `waltz-gate export` serves them the same way.
+        (folder / CHAT_FILE).write_text(json.dumps({"chat_template": self.template, "bos_token_id": self.bos_id}))
 
 
 class HFChat:

@@ -41,17 +41,17 @@ class ClassifierJudge:
     """The gate's Stage 2 classifier as the judge (the same labelling rules as the feedback plugin)."""
 
     def __init__(self, cfg: JudgeConfig):
-        from plugins.feedback import DEFAULT_MODEL
+        from plugins.feedback import DEFAULT_MODEL, check_heads
         from plugins.onnx_models import ClassifierModel
 
         self.model = ClassifierModel(cfg.model_dir or DEFAULT_MODEL, threads=2)
-        self.heads = {h: i for i, h in enumerate(self.model.labels)}
+        check_heads(self.model.labels)
+        self.thresholds = self.model.config.get("thresholds", {})
 
     def labels(self, pairs: list[tuple[str, str]]) -> list[tuple[bool, bool]]:
-        probs = self.model.predict(pairs)
-        h = self.heads
-        return [(bool(p[h["response_harmful"]] >= 0.5), bool(p[h["prompt_harmful"]] < 0.5 and p[h["refusal"]] >= 0.5))
-                for p in probs]
+        from plugins.feedback import classifier_labels
+
+        return [classifier_labels(self.model.labels, p, self.thresholds, True)[:2] for p in self.model.predict(pairs)]
 
 
 class RemoteJudge:
@@ -61,12 +61,13 @@ class RemoteJudge:
         self.chat = RemoteChat(cfg.url, cfg.remote_model)
 
     def labels(self, pairs: list[tuple[str, str]]) -> list[tuple[bool, bool]]:
-        from plugins.waltz_protocol import FEEDBACK_SYSTEM_PROMPT, FormatError, feedback_input, parse_feedback
+        from plugins.feedback import ask_feedback_agent
+        from plugins.waltz_protocol import FormatError
 
         out = []
         for prompt, response in pairs:
             try:
-                verdict = parse_feedback(self.chat.chat(FEEDBACK_SYSTEM_PROMPT, feedback_input(prompt, response), 256))
+                verdict = ask_feedback_agent(self.chat, prompt, response, 256)
                 out.append((verdict.unsafe, verdict.overrefuse))
             except FormatError as exc:
                 raise RuntimeError(f"the remote judge did not answer in the protocol's JSON: {exc}") from None
