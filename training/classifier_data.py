@@ -195,8 +195,11 @@ def pack_near_misses() -> list[Pair]:
 
 def build(out_dir: Path, heldout: list[str], sharegpt: int = 6000, seed: int = 0, cache: Path = DEFAULT_CACHE) -> dict:
     rng = random.Random(seed)
-    pairs = prompt_pairs(cache, rng, refusal_share=0.3) + pyrit_pairs(cache) + sharegpt_pairs(cache, sharegpt, seed)
-    pairs += pack_near_misses()
+    chats = sharegpt_pairs(cache, sharegpt, seed)
+    pairs = prompt_pairs(cache, rng, refusal_share=0.3) + pyrit_pairs(cache) + chats + pack_near_misses()
+    # The same ordinary prompts alone (pre-checks): role-play and creative requests that resemble jailbreak
+    # templates in form only, so the prompt head does not learn form for intent.
+    pairs += [Pair(p.prompt, None, dict(p.labels), p.source, p.licence, meta={"precheck": True}) for p in chats]
     # Benign prompts refused: the over-refusal case WaltzRL trains against.
     benign = [p for p in pairs if p.labels["prompt_harmful"] == 0 and p.response is not None and p.source == "sharegpt"]
     for p in rng.sample(benign, min(len(benign), sharegpt // 3)):

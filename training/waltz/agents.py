@@ -97,6 +97,10 @@ class Agent:
         params = [p for p in model.parameters() if p.requires_grad]
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
         self.device = self.engine.device
+        if self.ref is not None:
+            self.ref.to(self.device)  # the engine moved the trained copy; the frozen one must sit beside it
+        # Under ZeRO-3 every rank must run each forward pass, also when its own rows stopped generating.
+        self.synced_gpus = self.engine.zero_optimization_stage() == 3 and self.engine.world_size > 1
 
     @property
     def module(self):
@@ -119,7 +123,7 @@ class Agent:
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=self.cfg.max_new_tokens,
             do_sample=not greedy, temperature=self.cfg.temperature if not greedy else None, top_k=0 if not greedy else None,
             top_p=1.0 if not greedy else None, eos_token_id=self.chat.eos_id, pad_token_id=self.chat.pad_id,
-            suppress_tokens=self.never or None,
+            suppress_tokens=self.never or None, synced_gpus=self.synced_gpus,
         )[:, width:].tolist()
         # Keep each row up to and including its first EOS; what follows is padding.
         return [row[: row.index(self.chat.eos_id) + 1] if self.chat.eos_id in row else row for row in out]
