@@ -151,3 +151,39 @@ def test_serving_path_imports_no_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_classifier_with_unknown_heads_is_a_start_up_error(tmp_path):
+    from gate.config import ConfigError
+
+    src = tiny_classifier(tmp_path / "hf", labels=("toxic", "spam"))
+    export(src, tmp_path / "onnx", quantize=False, serve="fp32")
+    with pytest.raises(ConfigError, match="neither"):
+        Gate.from_settings(GateSettings(plugins=["waltzrl"], plugin_settings={
+            "waltzrl": {"settings": {"backend": "classifier", "model_dir": str(tmp_path / "onnx")}}}))
+
+
+@pytest.mark.parametrize(
+    "labels,probs,has_response,expected",
+    [
+        (("prompt_harmful", "refusal", "response_harmful"), (0.9, 0.1, 0.2), False, (True, False)),
+        (("prompt_harmful", "refusal", "response_harmful"), (0.1, 0.9, 0.1), True, (False, True)),
+        (("prompt_harmful", "refusal", "response_harmful"), (0.9, 0.9, 0.1), True, (False, False)),  # refusing harm is right
+        (("prompt_harmful", "refusal", "response_harmful"), (0.9, 0.1, 0.8), True, (True, False)),
+        (("unsafe", "overrefuse"), (0.7, 0.2), False, (True, False)),
+        (("unsafe", "overrefuse"), (0.2, 0.9), True, (False, True)),
+        (("unsafe", "overrefuse"), (0.2, 0.9), False, (False, False)),  # a pre-check cannot over-refuse
+    ],
+)
+def test_classifier_heads_to_labels(labels, probs, has_response, expected):
+    from plugins.feedback import classifier_labels
+
+    assert classifier_labels(labels, probs, {}, has_response)[:2] == expected
+
+
+def test_thresholds_are_per_head():
+    from plugins.feedback import classifier_labels
+
+    heads = ("prompt_harmful", "refusal", "response_harmful")
+    assert classifier_labels(heads, (0.6, 0.0, 0.0), {"prompt_harmful": 0.7}, False)[0] is False
+    assert classifier_labels(heads, (0.6, 0.0, 0.0), {}, False)[0] is True
