@@ -118,7 +118,7 @@ def test_distill_from_a_judge_then_the_student_serves_in_the_gate(tmp_path):
                                      "refuses": "(?i)can't help"}))
     base = tiny_classifier(tmp_path / "base", hidden=64, layers=2)
     cli("distill", "--teacher", f"judge:{judge}", "--data", str(pairs), "--out", str(student), "--base", str(base),
-        "--epochs", "30", "--batch-size", "16", "--learning-rate", "3e-3", "--max-tokens", "64")
+        "--epochs", "60", "--batch-size", "16", "--learning-rate", "1e-3", "--max-tokens", "64")
     report = json.loads((student / "training_report.json").read_text())
     assert report["rows"]["held_out"] > 0 and report["rows"]["train"] > 0
     assert report["heads"] == ["unsafe", "overrefuse"]
