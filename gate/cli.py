@@ -227,6 +227,7 @@ def distill(
     """Label pairs with a teacher (the trained feedback agent or any judge) and fine-tune a compact classifier."""
     try:
         from plugins.onnx_models import ModelError
+        from plugins.remote_llm import RemoteError
         from training.distill import DistillError
         from training.distill import distill as run_distill
         from training.train_classifier import default_base
@@ -244,6 +245,8 @@ def distill(
                              max_steps, gold_weight, log=lambda line: typer.echo(line, err=True))
     except (DistillError, ModelError, OSError) as exc:
         raise UsageError(str(exc)) from None
+    except RemoteError as exc:
+        raise UsageError(f"the teacher could not answer: {exc}") from None
     except UnicodeDecodeError:
         raise UsageError(f"{data} is not UTF-8 text") from None
     typer.echo(json.dumps({"out": str(out), "rows": report["rows"], "agreement": report["agreement"]}, indent=2))
@@ -353,6 +356,8 @@ def evaluate_cmd(
 ) -> None:
     """ASR, ORR, FTR and DIR of a system on a labelled prompt set, per category with 95% intervals."""
     from gate.config import read_yaml_mapping
+    from plugins.onnx_models import ModelError
+    from plugins.remote_llm import RemoteError
     from training.evaluate import evaluate, make_agent, table
     from training.waltz.config import JudgeConfig
     from training.waltz.data import item_of, read_prompt_rows
@@ -370,6 +375,8 @@ def evaluate_cmd(
     try:
         result = evaluate(rows, system, make_agent(agent), make_judge(judge_cfg),
                           make_agent(feedback) if feedback else None, gate_obj)
+    except (ModelError, RemoteError) as exc:
+        raise UsageError(f"an agent could not answer: {exc}") from None
     finally:
         if gate_obj is not None:
             gate_obj.close()

@@ -152,3 +152,19 @@ def test_distill_bad_input_is_a_sentence(tmp_path):
                                "--out", str(tmp_path / "o"), "--base", str(base_dir)],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_an_unreachable_or_missing_agent_is_a_sentence(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "hi there", "kind": "benign", "response": None, "split": "train"}) + "\n"
+                    + json.dumps({"prompt": "hello", "kind": "benign", "response": "hi", "split": "val"}) + "\n")
+    base = tiny_classifier(tmp_path / "base")
+    closed = "remote:http://127.0.0.1:9"
+    for args, needle in (
+        (["eval", "--data", str(data), "--agent", closed], "could not answer"),
+        (["eval", "--data", str(data), "--agent", f"onnx:{tmp_path}"], "could not answer"),
+        (["distill", "--teacher", closed, "--data", str(data), "--out", str(tmp_path / "o"), "--base", str(base)],
+         "the teacher could not answer"),
+    ):
+        done = subprocess.run([sys.executable, "-m", "gate", *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr, done.stderr
