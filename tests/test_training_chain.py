@@ -116,7 +116,7 @@ def test_distill_from_a_judge_then_the_student_serves_in_the_gate(tmp_path):
     synthetic_pairs(pairs)
     judge.write_text(yaml.safe_dump({"backend": "rule", "harmful_prompt": "(?i)bomb", "complies": "^Sure",
                                      "refuses": "(?i)can't help"}))
-    base = tiny_classifier(tmp_path / "base", hidden=64, layers=2)
+    base = tiny_classifier(tmp_path / "base", hidden=128, layers=2)
     cli("distill", "--teacher", f"judge:{judge}", "--data", str(pairs), "--out", str(student), "--base", str(base),
         "--epochs", "60", "--batch-size", "16", "--learning-rate", "1e-3", "--max-tokens", "64")
     report = json.loads((student / "training_report.json").read_text())
