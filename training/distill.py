@@ -153,11 +153,10 @@ def agreement(heads: tuple[str, ...], teacher: np.ndarray, student: np.ndarray, 
 
 
 def quality(heads: tuple[str, ...], probs: np.ndarray, rows: list[dict]) -> dict:
-    """Against the labels the rows carry (when they carry the classifier data's labels)."""
+    """Against the classifier data's labels, which the rows carry (for a teacher with the same heads)."""
     from training.train_classifier import head_metrics, heldout_prompt_metrics
 
-    column = heads.index("prompt_harmful") if "prompt_harmful" in heads else heads.index("unsafe")
-    return {"heads": head_metrics(probs, rows, heads), **heldout_prompt_metrics(probs, rows, column)}
+    return {"heads": head_metrics(probs, rows, heads), **heldout_prompt_metrics(probs, rows, heads.index("prompt_harmful"))}
 
 
 def distill(data: Path, teacher_spec: str, out: Path, base: Path, layers: int | None = None, epochs: int = 1,
@@ -205,7 +204,7 @@ def distill(data: Path, teacher_spec: str, out: Path, base: Path, layers: int | 
         "agreement_by_split": {s: agreement(heads, probs[held_idx][ix], student[ix], [held_rows[k] for k in ix])
                                for s, ix in sorted(by_split.items())},
     }
-    if set(heads) & set(DECOMPOSED) and any(r["labels"] for r in held_rows):
+    if heads == DECOMPOSED and any(r["labels"] for r in held_rows):
         report["quality"] = {
             s: {"student": quality(heads, student[ix], [held_rows[k] for k in ix]),
                 "teacher": quality(heads, probs[held_idx][ix], [held_rows[k] for k in ix])}
