@@ -26,11 +26,23 @@ def tiny_lm(tmp_path_factory) -> tuple[Path, Path]:
     return src, out
 
 
-def test_export_refuses_low_agreement_and_writes_nothing(tmp_path):
+def test_export_refuses_low_agreement_and_writes_nothing(tmp_path, monkeypatch):
+    import training.export as export_module
+
+    measure = export_module._classifier_agreement
+
+    def int8_flips_a_tenth(model_dir, tmp, fname, samples, max_tokens):
+        # The measurement is real; the int8 variant is then reported as disagreeing on 10% of decisions.
+        result = measure(model_dir, tmp, fname, samples, max_tokens)
+        return {**result, "decision_agreement": 0.9} if fname == "model.int8.onnx" else result
+
+    monkeypatch.setattr(export_module, "_classifier_agreement", int8_flips_a_tenth)
     src = tiny_classifier(tmp_path / "hf")
-    with pytest.raises(ExportError, match="refused: decision agreement"):
+    with pytest.raises(ExportError, match="refused: decision agreement with the torch model is 0.9000"):
         export(src, tmp_path / "onnx", quantize=True, min_agreement=0.99)
     assert not (tmp_path / "onnx").exists()
+    export(src, tmp_path / "onnx", quantize=True, min_agreement=0.9)  # at the threshold it is written
+    assert (tmp_path / "onnx" / "model.int8.onnx").is_file()
 
 
 def test_export_classifier_manifest_and_serving(tmp_path):

@@ -28,14 +28,19 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>"]
 
 
 def train_tokenizer(kind: str = "wordpiece", vocab_size: int = 512, corpus: list[str] | None = None) -> Tokenizer:
-    """A BERT-style WordPiece tokenizer (classifier) or a byte-level BPE one (causal LM)."""
-    texts = (corpus or CORPUS) * 20
+    """A BERT-style WordPiece tokenizer (classifier) or a byte-level BPE one (causal LM).
+
+    The WordPiece vocabulary is built, not trained: every word of the corpus whole, then single characters
+    (and their ``##`` continuations) for anything else. Training one breaks ties differently from run to
+    run, and token ids that change between runs make tiny models learn differently."""
+    texts = corpus or CORPUS
     if kind == "wordpiece":
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS))
+        normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+        words = sorted({w for t in texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(t))})
+        chars = sorted({c for w in words for c in w})
+        pieces = SPECIALS + words + [c for c in chars if c not in words] + [f"##{c}" for c in chars]
+        tok = Tokenizer(models.WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
+        tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre, decoders.WordPiece()
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
@@ -46,7 +51,7 @@ def train_tokenizer(kind: str = "wordpiece", vocab_size: int = 512, corpus: list
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         tok.train_from_iterator(
-            texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
+            texts * 20, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         )
         return tok
