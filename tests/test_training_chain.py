@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from gate import CheckRequest, Gate, GateSettings, Stage2Mode

@@ -155,7 +155,9 @@ def chat_format(model_dir: Path, template: str | None) -> dict:
     {system}/{user} format string; else a plain default."""
     if template is not None:
         return {"chat_template": template}
-    saved = model_dir / "waltz_chat.json"
+    from training.waltz.agents import CHAT_FILE
+
+    saved = model_dir / CHAT_FILE
     if saved.is_file():
         return json.loads(saved.read_text())
     from transformers import AutoTokenizer
