@@ -2,61 +2,61 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 from training import classifier_data
-from training.sources import rows
-from training.train_classifier import label_arrays, load_rows, positive_weights
+from training.train_classifier import load_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "val", "test", "heldout")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("classifier-data")
     manifest = classifier_data.build(out, heldout=["harmbench", "mtbench"], sharegpt=300)
-    data = {s: load_rows(out / f"{s}.jsonl") for s in ("train", "val", "test", "heldout")}
-    return manifest, data
+    return out, manifest, {s: load_rows(out / f"{s}.jsonl") for s in SPLITS}
 
 
-def test_neuralchemy_rows_skip_harmbench_and_keep_kinds():
-    got = rows("neuralchemy")
-    kinds = Counter(r.kind for r in got)
-    assert kinds["benign"] > 1000 and kinds["injection"] > 1000 and kinds["jailbreak"] > 100
-    harmbench = {classifier_data.norm(r.prompt) for r in rows("harmbench")}
-    # HarmBench is the held-out source: none of its behaviours may enter through this set.
-    assert not harmbench & {classifier_data.norm(r.prompt) for r in got}
-
-
-def test_injections_are_unlabelled_for_the_prompt_head_and_jailbreaks_are_harmful(built):
-    _, data = built
-    by_source = Counter()
-    for row in data["train"]:
-        if row["response"] is None and row["source"] in ("slabs", "neuralchemy", "jailbreaks"):
-            by_source[(row["source"], row["labels"]["prompt_harmful"])] += 1
-    assert by_source[("slabs", None)] > 1000 and by_source[("slabs", 0)] > 1000
-    assert by_source[("jailbreaks", 1)] > 100 and by_source[("jailbreaks", None)] == 0
-    assert by_source[("neuralchemy", 1)] > 50  # its jailbreak rows
-
-
-def test_pyrit_requests_are_also_prechecks_and_no_prompt_crosses_splits(built):
-    manifest, data = built
-    prechecks = [r for r in data["train"] if r["source"].startswith("pyrit-") and r["response"] is None]
-    assert len(prechecks) > 100 and all(r["labels"]["prompt_harmful"] == 1 for r in prechecks)
-    seen = {}
-    for split, rs in data.items():
-        for r in rs:
-            assert seen.setdefault(classifier_data.norm(r["prompt"]), split) == split
+def test_no_prompt_crosses_splits_and_held_out_sources_are_never_trained_on(built):
+    _, manifest, data = built
+    split_of_prompt: dict[str, str] = {}
+    for split, rows in data.items():
+        for row in rows:
+            assert split_of_prompt.setdefault(classifier_data.norm(row["prompt"]), split) == split, row["prompt"]
     assert {r["source"] for r in data["heldout"]} >= {"harmbench", "mtbench"}
-    assert "neuralchemy" in manifest["sources"]
+    assert not {"harmbench", "mtbench"} & {r["source"] for s in ("train", "val", "test") for r in data[s]}
+    for split, rows in data.items():
+        assert manifest["files"][split]["rows"] == len(rows)
+        assert sum(manifest["rows_by_split_and_source"][split].values()) == len(rows)
 
 
-def test_positive_weights_balance_rare_positives_and_ignore_unlabelled_rows():
-    rows_ = [{"labels": {"prompt_harmful": 1, "refusal": None, "response_harmful": 0}}] + \
-            [{"labels": {"prompt_harmful": 0, "refusal": 1, "response_harmful": None}}] * 4 + \
-            [{"labels": {"prompt_harmful": None, "refusal": 0, "response_harmful": 0}}] * 30
-    labels, mask = label_arrays(rows_)
-    w = positive_weights(labels, mask, cap=10.0)
-    # prompt_harmful: 4 negatives / 1 positive; refusal: 30 / 4; response_harmful: no positive -> capped.
-    np.testing.assert_allclose(w, [4.0, 7.5, 10.0])
+def test_labels_follow_the_sources(built):
+    _, _, data = built
+    rows = [r for s in ("train", "val", "test") for r in data[s]]
+    by = Counter((r["source"], r["response"] is None, r["labels"]["prompt_harmful"]) for r in rows)
+    # Pre-checks: harmful sets and attacks are harmful, the packs' near-misses are benign.
+    assert by[("advbench", True, 1)] > 300 and by[("jailbreaks", True, 1)] > 300
+    assert by[("pack-near-misses", True, 0)] > 50 and by[("pack-near-misses", True, 1)] == 0
+    assert by[("slabs", True, 0)] > 1000 and by[("slabs", True, 1)] > 1000
+    templated = [r for r in rows if r["meta"].get("response") == "refusal-template"]
+    assert templated and all(r["labels"]["refusal"] == 1 and r["labels"]["response_harmful"] == 0 for r in templated)
+    # Refusals of benign ShareGPT prompts: the over-refusal case.
+    assert any(r["source"] == "sharegpt" and r["labels"]["prompt_harmful"] == 0 for r in templated)
+    scorer = [r for r in rows if r["source"] == "pyrit-refusal_scorer"]
+    assert scorer and all(r["labels"]["prompt_harmful"] is None and r["labels"]["refusal"] in (0, 1) for r in scorer)
+
+
+def test_the_default_build_reproduces_the_shipped_models_data(tmp_path):
+    shipped = json.loads((ROOT / "plugins" / "models" / "feedback-minilm" / "manifest.json").read_text())["data"]
+    manifest = classifier_data.build(tmp_path, heldout=shipped["heldout_sources"], seed=shipped["seed"])
+    assert {s: f["sha256"] for s, f in manifest["files"].items()} == {s: f["sha256"] for s, f in shipped["files"].items()}
+
+
+@pytest.mark.parametrize(("score", "label"), [("0.9", 1), ("0.1", 0), ("0.5", None), ("", None), ("n/a", None)])
+def test_human_scores_become_labels_and_the_undecided_middle_is_dropped(score, label):
+    assert classifier_data._label(score) == label

@@ -1,8 +1,7 @@
 """Data for the Stage 2 classifier: (prompt, response) pairs with three labels.
 
 Labels (1, 0, or None when a source does not say; the loss ignores None):
-    prompt_harmful    the prompt asks for harm, also wrapped in a jailbreak; None for a prompt injection
-                      (an attack on the instructions, not a request for harm: Stage 1's malicious pack)
+    prompt_harmful    the prompt asks for harm, or is a jailbreak/injection attack
     refusal           the response refuses
     response_harmful  the response complies with or contains harm
 
@@ -121,9 +120,6 @@ def pyrit_pairs(cache: Path) -> list[Pair]:
                     continue
                 if any(v is not None for v in labels.values()):
                     out.append(Pair(prompt, response, labels, f"pyrit-{kind}", "MIT", meta={"file": name.rsplit("/", 1)[-1]}))
-                if labels["prompt_harmful"] == 1:  # the request alone, as a pre-check (dedup keeps one per prompt)
-                    out.append(Pair(prompt, None, {"prompt_harmful": 1, "refusal": 0, "response_harmful": 0}, f"pyrit-{kind}",
-                                    "MIT", meta={"file": name.rsplit("/", 1)[-1]}))
     return out
 
 
@@ -173,9 +169,7 @@ def prompt_pairs(cache: Path, rng: random.Random, refusal_share: float) -> list[
     out = []
     for name in SOURCES:
         for row in rows(name, cache):
-            # Injections are not labelled: trained as harmful, they taught the head that any instruction-like
-            # prompt (role-play, "extract ...", code) is an attack (benchmarks/RESULTS.md, false flags).
-            harmful = {"benign": 0, "harmful": 1, "jailbreak": 1, "injection": None}[row.kind]
+            harmful = 0 if row.kind == "benign" else 1
             base = {"prompt_harmful": harmful, "refusal": None, "response_harmful": None}
             out.append(Pair(row.prompt, None, {**base, "refusal": 0, "response_harmful": 0}, row.source, row.licence,
                             meta={"category": row.category}))

