@@ -5,13 +5,15 @@
     python benchmarks/stage2_latency.py gate
 
 `classifier`: the default classifier at 128 and 512 tokens, batch 1 and batch 8: torch eager fp32 (the
-trained checkpoint) vs ONNX fp32 vs ONNX int8, plus int8-vs-fp32 decision agreement on held-out rows.
+trained checkpoint) vs ONNX fp32 vs ONNX int8; a 512-token input as one pass vs as the gate serves it (the
+model's token budget); int8-vs-fp32 decision agreement on held-out rows.
 `generative`: ONNX causal LM ms per generated token (KV cache, greedy) for Llama-architecture models
 from tiny to small configs, and a projection for a 7-8B agent on a CPU VPS.
 `gate`: the gate end to end (Stage 1 + Stage 2 classifier, enforce) per check.
 `depth`: ONNX int8 latency of MiniLM-shaped classifiers with 2, 3, 4 and 6 encoder layers (weights from the
 config, untrained: latency depends on the shapes only) at 128, 256 and 512 tokens, batch 1.
-Each figure: median over runs of each run's p50/p95. Threads: 2 for torch and for onnxruntime.
+Each figure: median over runs of each run's p50/p95; within a run, what a table compares is timed in turn.
+Threads: 2 for torch and for onnxruntime.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +30,7 @@ import numpy as np
 from stats import pct
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 WORDS = ("the model reads the prompt and the response and decides whether the answer is safe and helpful "
          "for the user who asked about baking bread and travel plans and tax forms").split()
 
@@ -36,18 +40,23 @@ def text_of(tokens: int, seed: int) -> str:
     return " ".join(rng.choice(WORDS, size=tokens))
 
 
-def timed(fn, iterations: int, runs: int) -> tuple[float, float]:
-    fn()  # warm-up
-    p50s, p95s = [], []
+def timed(fns: dict, iterations: int, runs: int) -> dict[str, tuple[float, float]]:
+    """Median over runs of each run's p50/p95 ms, per function. Each run times every function in turn (a block of
+    `iterations` calls after one untimed call), so drift on a shared machine falls on all of them alike. Not call
+    by call: torch's and onnxruntime's spinning thread pools would then fight over the cores."""
+    p50s: dict[str, list[float]] = {name: [] for name in fns}
+    p95s: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
-        lat = []
-        for _ in range(iterations):
-            t = time.perf_counter()
+        for name, fn in fns.items():
             fn()
-            lat.append((time.perf_counter() - t) * 1000)
-        p50s.append(pct(lat, 0.5))
-        p95s.append(pct(lat, 0.95))
-    return statistics.median(p50s), statistics.median(p95s)
+            lat = []
+            for _ in range(iterations):
+                t = time.perf_counter()
+                fn()
+                lat.append((time.perf_counter() - t) * 1000)
+            p50s[name].append(pct(lat, 0.5))
+            p95s[name].append(pct(lat, 0.95))
+    return {name: (statistics.median(p50s[name]), statistics.median(p95s[name])) for name in fns}
 
 
 def classifier(args: argparse.Namespace) -> None:
@@ -75,10 +84,19 @@ def classifier(args: argparse.Namespace) -> None:
                     torch_model(**feed)
 
             iterations = 60 if tokens == 128 else 20
-            t = timed(run_torch, iterations, args.runs)
-            f = timed(lambda: fp32.predict(pairs), iterations, args.runs)
-            q = timed(lambda: int8.predict(pairs), iterations, args.runs)
+            got = timed({"torch": run_torch, "fp32": lambda: fp32.predict(pairs), "int8": lambda: int8.predict(pairs)},
+                        iterations, args.runs)
+            t, f, q = got["torch"], got["fp32"], got["int8"]
             print(f"| {tokens} | {batch} | {t[0]:.1f} / {t[1]:.1f} | {f[0]:.1f} / {f[1]:.1f} | {q[0]:.1f} / {q[1]:.1f} | {t[1] / q[1]:.1f}x |")
+
+    # What the gate runs for a long input: the model's own budget (waltz_gate.json), head and tail kept.
+    served = ClassifierModel(args.onnx, threads=2, model_file="model.int8.onnx")
+    full = ClassifierModel(args.onnx, threads=2, max_tokens=512, model_file="model.int8.onnx")
+    pair = [(text_of(256, 0), text_of(512, 100))]
+    got = timed({"full": lambda: full.predict(pair), "served": lambda: served.predict(pair)}, 20, args.runs)
+    print(f"\nA 512-token input, int8, batch 1: one 512-token pass {got['full'][0]:.1f} / {got['full'][1]:.1f} ms; as the "
+          f"gate serves it ({served.encoder.max_tokens}-token budget, head and tail kept) {got['served'][0]:.1f} / "
+          f"{got['served'][1]:.1f} ms (p50 / p95)")
 
     rows = [json.loads(line) for line in (args.data / "test.jsonl").read_text().split("\n") if line.strip()]
     rows += [json.loads(line) for line in (args.data / "heldout.jsonl").read_text().split("\n") if line.strip()]
@@ -157,13 +175,13 @@ def depth(args: argparse.Namespace) -> None:
             BertForSequenceClassification(config).save_pretrained(src)
             shutil.copy(base / "tokenizer.json", src / "tokenizer.json")
             export(src, out, min_agreement=0.0)
-            cells = []
+            fns = {}
             for tokens in (128, 256, 512):
                 model = ClassifierModel(out, threads=2, max_tokens=tokens, model_file="model.int8.onnx")
                 pairs = [(text_of(tokens // 2, 0), text_of(tokens, 100))]
-                p50, p95 = timed(lambda m=model, pr=pairs: m.predict(pr), 60 if tokens < 512 else 30, args.runs)
-                cells.append(f"{p50:.1f} / {p95:.1f}")
-            print(f"| {layers} | {' | '.join(cells)} |", flush=True)
+                fns[tokens] = lambda m=model, pr=pairs: m.predict(pr)
+            got = timed(fns, 40, args.runs)
+            print(f"| {layers} | {' | '.join(f'{got[t][0]:.1f} / {got[t][1]:.1f}' for t in fns)} |", flush=True)
 
 
 def gate(args: argparse.Namespace) -> None:
@@ -175,7 +193,7 @@ def gate(args: argparse.Namespace) -> None:
     for label, req in [("pre-check, short prompt", CheckRequest(prompt="How do I bake bread?")),
                        ("prompt + 1 KB response", CheckRequest(prompt="Summarise this.", response=text_of(180, 1))),
                        ("prompt + 4 KB response (head+tail to 256 tokens)", CheckRequest(prompt="Summarise.", response=text_of(700, 2)))]:
-        p50, p95 = timed(lambda r=req: g.check(r), 100, args.runs)
+        p50, p95 = timed({label: lambda r=req: g.check(r)}, 100, args.runs)[label]
         print(f"| {label} | {p50:.1f} | {p95:.1f} |")
     g.close()
 

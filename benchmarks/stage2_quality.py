@@ -4,7 +4,10 @@
 
 For each split (test, and heldout: sources never trained on) and each model: precision/recall per head,
 and on pre-checks (prompt alone) the harmful-prompt recall and the false-flag rate on benign prompts, at
-the thresholds the gate uses (the model's waltz_gate.json, else 0.5).
+the thresholds the gate uses (the model's waltz_gate.json, else 0.5); and the best harmful-prompt recall
+any threshold gets with at most 5% of the benign prompts flagged (the bar's operating point: how well the
+prompt head ranks, whatever its calibration; on the held-out split this picks the threshold on those rows,
+so it says whether the bar is reachable at all, not what a shipped threshold gives).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ def main() -> None:
     ap.add_argument("--models", type=Path, nargs="+", default=[ROOT / "plugins" / "models" / "feedback-minilm"])
     ap.add_argument("--splits", nargs="+", default=["test", "heldout"])
     args = ap.parse_args()
-    print("| model | split | prompt_harmful P / R | refusal P / R | response_harmful P / R | pre-check harmful recall | benign false flags |")
-    print("|---|---|---|---|---|---:|---:|")
+    print("| model | split | prompt_harmful P / R | refusal P / R | response_harmful P / R | pre-check harmful recall | benign false flags | best recall at <= 5% false flags |")
+    print("|---|---|---|---|---|---:|---:|---:|")
     for model_dir in args.models:
         model = ClassifierModel(model_dir, threads=2)
         heads = tuple(model.labels)
@@ -48,7 +51,8 @@ def main() -> None:
 
             print(f"| {model_dir.name} | {split} | {pr('prompt_harmful')} | {pr('refusal')} | {pr('response_harmful')} | "
                   f"{pre.get('harmful_recall', float('nan')):.3f} ({pre.get('harmful_recall_n', 0)}) | "
-                  f"{pre.get('benign_false_flag_rate', float('nan')):.3f} ({pre.get('benign_false_flag_rate_n', 0)}) |", flush=True)
+                  f"{pre.get('benign_false_flag_rate', float('nan')):.3f} ({pre.get('benign_false_flag_rate_n', 0)}) | "
+                  f"{pre.get('recall_at_max_false_flags', float('nan')):.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from training import classifier_data
-from training.train_classifier import load_rows
+from training.train_classifier import heldout_prompt_metrics, load_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test", "heldout")
@@ -60,3 +61,16 @@ def test_the_default_build_reproduces_the_shipped_models_data(tmp_path):
 @pytest.mark.parametrize(("score", "label"), [("0.9", 1), ("0.1", 0), ("0.5", None), ("", None), ("n/a", None)])
 def test_human_scores_become_labels_and_the_undecided_middle_is_dropped(score, label):
     assert classifier_data._label(score) == label
+
+
+def test_prompt_metrics_at_a_threshold_and_at_the_false_flag_bar():
+    rows = [{"response": None, "labels": {"prompt_harmful": y}} for y in [1] * 4 + [0] * 20] + \
+           [{"response": "a reply", "labels": {"prompt_harmful": 1}}]  # not a pre-check: ignored
+    harmful = [0.9, 0.8, 0.6, 0.3]
+    benign = [0.7] + [0.1] * 19  # one benign prompt (5% of 20) scores above two harmful ones
+    probs = np.array([[p] for p in harmful + benign + [0.0]])
+    m = heldout_prompt_metrics(probs, rows)
+    assert (m["harmful_recall"], m["benign_false_flag_rate"]) == (0.75, 0.05)
+    # With at most 5% flagged, the threshold may sit just above the second highest benign score (0.1).
+    assert m["recall_at_max_false_flags"] == 1.0
+    assert heldout_prompt_metrics(probs, rows, max_false_flags=0.0)["recall_at_max_false_flags"] == 0.5

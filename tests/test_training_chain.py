@@ -116,8 +116,9 @@ def test_distill_from_a_judge_then_the_student_serves_in_the_gate(tmp_path):
     judge.write_text(yaml.safe_dump({"backend": "rule", "harmful_prompt": "(?i)bomb", "complies": "^Sure",
                                      "refuses": "(?i)can't help"}))
     base = tiny_classifier(tmp_path / "base", hidden=128, layers=2)
+    # At this learning rate the student reaches agreement 1.0 for each of seeds 0-4 (1e-3 did for only two).
     cli("distill", "--teacher", f"judge:{judge}", "--data", str(pairs), "--out", str(student), "--base", str(base),
-        "--epochs", "60", "--batch-size", "16", "--learning-rate", "1e-3", "--max-tokens", "64")
+        "--epochs", "60", "--batch-size", "16", "--learning-rate", "5e-4", "--max-tokens", "64")
     report = json.loads((student / "training_report.json").read_text())
     assert report["rows"]["held_out"] > 0 and report["rows"]["train"] > 0
     assert report["heads"] == ["unsafe", "overrefuse"]

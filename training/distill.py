@@ -187,7 +187,7 @@ def distill(data: Path, teacher_spec: str, out: Path, base: Path, layers: int | 
     y = targets(rows, probs, heads, gold_weight)
     train_rows = [rows[i] for i in train_idx]
     encoder = PairEncoder.load(base / "tokenizer.json", max_tokens)
-    model = load_student(base, heads, layers, log)
+    model = load_student(base, heads, layers, log, seed)
     steps = fit(model, encoder, train_rows, y[train_idx], np.ones_like(y[train_idx]), epochs, batch_size, lr, seed,
                 max_steps, log)
     held_rows = [rows[i] for i in held_idx]

@@ -82,24 +82,35 @@ def head_metrics(probs: np.ndarray, rows: list[dict], heads: tuple[str, ...] = H
     return result
 
 
-def heldout_prompt_metrics(probs: np.ndarray, rows: list[dict], column: int = 0, threshold: float = 0.5) -> dict:
-    """On pre-check rows (prompt alone): harmful-prompt recall and the false-flag rate on benign prompts.
-    `column` is the head that flags a harmful prompt (prompt_harmful, or unsafe for a distilled student)."""
+def heldout_prompt_metrics(probs: np.ndarray, rows: list[dict], column: int = 0, threshold: float = 0.5,
+                           max_false_flags: float = 0.05) -> dict:
+    """On pre-check rows (prompt alone): harmful-prompt recall and the false-flag rate on benign prompts at
+    `threshold`; and the best recall any threshold gets with at most `max_false_flags` of the benign prompts
+    flagged (how well the head ranks, whatever its calibration). `column` is the head that flags a harmful
+    prompt (prompt_harmful, or unsafe for a distilled student)."""
     out = {}
+    scores = {}
     for name, want in (("harmful_recall", 1), ("benign_false_flag_rate", 0)):
         sel = [i for i, r in enumerate(rows) if r["response"] is None and r["labels"].get("prompt_harmful") == want]
         if sel:
-            flagged = int((probs[sel, column] >= threshold).sum())
-            out[name] = round(flagged / len(sel), 4)
+            scores[want] = probs[sel, column]
+            out[name] = round(float((scores[want] >= threshold).mean()), 4)
             out[f"{name}_n"] = len(sel)
+    if len(scores) == 2:
+        allowed = int(max_false_flags * len(scores[0]))  # benign prompts that may sit above the threshold
+        ranked = np.sort(scores[0])[::-1]
+        bar = ranked[allowed] if allowed < len(ranked) else -np.inf
+        out["recall_at_max_false_flags"] = round(float((scores[1] > bar).mean()), 4)
     return out
 
 
-def load_student(base: Path, heads: tuple[str, ...], layers: int | None = None, log=print):
+def load_student(base: Path, heads: tuple[str, ...], layers: int | None = None, log=print, seed: int = 0):
     """A multi-label classifier over `heads` from a BERT-style base; with `layers`, keep that many encoder
-    layers spread evenly over the base's depth (a faster student)."""
+    layers spread evenly over the base's depth (a faster student). The new head's random initialisation is
+    seeded, so a run is repeatable."""
     from transformers import BertForSequenceClassification
 
+    torch.manual_seed(seed)
     model = BertForSequenceClassification.from_pretrained(
         base, num_labels=len(heads), problem_type="multi_label_classification",
         id2label=dict(enumerate(heads)), label2id={h: i for i, h in enumerate(heads)},
@@ -153,7 +164,7 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
           max_steps: int | None = None, layers: int | None = None, log=print) -> dict:
     started = time.time()
     encoder = PairEncoder.load(base / "tokenizer.json", max_tokens)
-    model = load_student(base, HEADS, layers, log)
+    model = load_student(base, HEADS, layers, log, seed)
     rows = {s: load_rows(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout")}
     labels, mask = label_arrays(rows["train"])
     step = fit(model, encoder, rows["train"], labels, mask, epochs, batch_size, lr, seed, max_steps, log)
