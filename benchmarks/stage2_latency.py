@@ -102,9 +102,8 @@ def classifier(args: argparse.Namespace) -> None:
     rows += [json.loads(line) for line in (args.data / "heldout.jsonl").read_text().split("\n") if line.strip()]
     pairs = [(r["prompt"], r["response"]) for r in rows]
     fp32 = ClassifierModel(args.onnx, threads=2, model_file="model.onnx")
-    int8 = ClassifierModel(args.onnx, threads=2, model_file="model.int8.onnx")
     a = np.concatenate([fp32.predict(pairs[i : i + 32]) for i in range(0, len(pairs), 32)]) >= 0.5
-    b = np.concatenate([int8.predict(pairs[i : i + 32]) for i in range(0, len(pairs), 32)]) >= 0.5
+    b = np.concatenate([served.predict(pairs[i : i + 32]) for i in range(0, len(pairs), 32)]) >= 0.5
     print(f"\nint8 vs fp32 decision agreement on {len(pairs)} test + held-out rows: per head "
           f"{(a == b).mean():.4f}; all three heads equal: {(a == b).all(axis=1).mean():.4f}")
 

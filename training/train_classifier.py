@@ -86,8 +86,7 @@ def heldout_prompt_metrics(probs: np.ndarray, rows: list[dict], column: int = 0,
                            max_false_flags: float = 0.05) -> dict:
     """On pre-check rows (prompt alone): harmful-prompt recall and the false-flag rate on benign prompts at
     `threshold`; and the best recall any threshold gets with at most `max_false_flags` of the benign prompts
-    flagged (how well the head ranks, whatever its calibration). `column` is the head that flags a harmful
-    prompt (prompt_harmful, or unsafe for a distilled student)."""
+    flagged (how well the head ranks, whatever its calibration). `column` is the prompt_harmful head."""
     out = {}
     scores = {}
     for name, want in (("harmful_recall", 1), ("benign_false_flag_rate", 0)):
