@@ -5,6 +5,15 @@ clean pass: it returns a verdict marked ``bypassed=True, degraded=True`` whose d
 configured fail-open (``allow``, the response unchanged) or fail-closed (``block``, a refusal) choice.
 A 4xx answer means the caller sent something wrong and raises `GateClientError`.
 
+A 503 with ``Retry-After`` (seconds) is the sidecar shedding load, not an outage: the client waits
+Retry-After and tries once more when that fits in what is left of ``timeout_s`` (the retry gets the rest as
+its timeout), and otherwise returns the degraded verdict above at once. An overload is not a failure for
+the circuit breaker; a 503 without Retry-After is. An HTTP-date Retry-After is never waited for.
+
+The breaker counts consecutive failures (unreachable, timeout, 5xx). A 4xx shows the sidecar is up and
+closes it; a call that ends with no word on the sidecar's health (overloaded, or cancelled) leaves the
+count as it was and, if it was the half-open trial, gives the trial back.
+
     async with AsyncGateClient("http://127.0.0.1:8080") as gate:
         verdict = await gate.check(prompt, response, session_id=session)
 """
@@ -12,9 +21,11 @@ A 4xx answer means the caller sent something wrong and raises `GateClientError`.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -47,14 +58,15 @@ class CircuitBreaker:
             return "closed"
         return "half-open" if time.monotonic() - self._opened_at >= self.reset_after_s else "open"
 
-    def allow(self) -> bool:
+    def allow(self) -> str | None:
+        """None: answer locally; "closed": call the sidecar; "trial": call it as the one half-open trial."""
         with self._lock:
             if self._opened_at is None:
-                return True
+                return "closed"
             if time.monotonic() - self._opened_at >= self.reset_after_s and not self._trial:
                 self._trial = True  # one trial call at a time while half-open
-                return True
-            return False
+                return "trial"
+            return None
 
     def success(self) -> None:
         with self._lock:
@@ -66,6 +78,33 @@ class CircuitBreaker:
             self._trial = False
             if self._failures >= self.threshold or self._opened_at is not None:
                 self._opened_at = time.monotonic()
+
+    def release(self, admission: str) -> None:
+        """A call admitted by `allow` is over: a trial that ended with no outcome lets the next one in."""
+        if admission == "trial":
+            with self._lock:
+                self._trial = False
+
+
+@dataclass
+class _Call:
+    """Where one check stands: its deadline, the next post's timeout, the retries it has used."""
+
+    deadline: float
+    timeout: float
+    attempt: int = 0
+    overload_retried: bool = False
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds an overloaded sidecar (503 with Retry-After) asks to wait; None for any other answer."""
+    value = response.headers.get("Retry-After")
+    if response.status_code != 503 or value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return math.inf
 
 
 class _Base:
@@ -90,21 +129,34 @@ class _Base:
         context.setdefault("correlation_id", uuid.uuid4().hex)
         return {"prompt": prompt, "response": response, "context": context}
 
-    def _backoff(self, attempt: int) -> float | None:
-        """Seconds to wait before the next attempt, or None when the retries are spent."""
-        return self.backoff_s * 2**attempt if attempt < self.retries else None
+    def _call(self) -> _Call:
+        return _Call(deadline=time.monotonic() + self.timeout_s, timeout=self.timeout_s)
 
-    def _result(self, payload: dict, response: httpx.Response) -> Verdict:
-        if response.status_code < 400:
+    def _next(self, payload: dict, outcome: httpx.Response | httpx.HTTPError, call: _Call) -> Verdict | float:
+        """The verdict for what one post got, or the seconds to wait before posting again."""
+        if isinstance(outcome, httpx.HTTPError):
+            if isinstance(outcome, _RETRYABLE) and call.attempt < self.retries:
+                call.attempt += 1
+                return self.backoff_s * 2 ** (call.attempt - 1)
+            return self._failed(payload, f"{type(outcome).__name__}: {outcome}")
+        if outcome.status_code < 400:
             self.breaker.success()
-            return Verdict.model_validate_json(response.content)
-        if response.status_code < 500:
+            return Verdict.model_validate_json(outcome.content)
+        if outcome.status_code < 500:
+            self.breaker.success()  # the sidecar is up and answering: the request is what is wrong
             try:
-                detail = response.json().get("detail", response.text)
+                detail = outcome.json().get("detail", outcome.text)
             except ValueError:
-                detail = response.text
-            raise GateClientError(response.status_code, str(detail))
-        return self._failed(payload, f"HTTP {response.status_code}")
+                detail = outcome.text
+            raise GateClientError(outcome.status_code, str(detail))
+        wait = _retry_after(outcome)
+        if wait is None:
+            return self._failed(payload, f"HTTP {outcome.status_code}")
+        left = call.deadline - time.monotonic()
+        if not call.overload_retried and wait < left:
+            call.overload_retried, call.timeout = True, left - wait
+            return wait
+        return self._bypass(payload, f"overloaded (HTTP 503, Retry-After {outcome.headers['Retry-After']})")
 
     def _failed(self, payload: dict, reason: str) -> Verdict:
         self.breaker.failure()
@@ -132,20 +184,22 @@ class GateClient(_Base):
 
     def check(self, prompt: str, response: str | None = None, **context: Any) -> Verdict:
         payload = self._payload(prompt, response, context)
-        if not self.breaker.allow():
+        admission = self.breaker.allow()
+        if admission is None:
             return self._bypass(payload, "circuit open")
-        attempt = 0
-        while True:
-            try:
-                return self._result(payload, self._http.post("/v1/check", json=payload))
-            except _RETRYABLE as exc:
-                wait = self._backoff(attempt)
-                if wait is None:
-                    return self._failed(payload, f"{type(exc).__name__}: {exc}")
-                time.sleep(wait)
-                attempt += 1
-            except httpx.HTTPError as exc:
-                return self._failed(payload, f"{type(exc).__name__}: {exc}")
+        call = self._call()
+        try:
+            while True:
+                try:
+                    outcome = self._http.post("/v1/check", json=payload, timeout=call.timeout)
+                except httpx.HTTPError as exc:
+                    outcome = exc
+                step = self._next(payload, outcome, call)
+                if isinstance(step, Verdict):
+                    return step
+                time.sleep(step)
+        finally:
+            self.breaker.release(admission)
 
     def close(self) -> None:
         self._http.close()
@@ -166,20 +220,22 @@ class AsyncGateClient(_Base):
 
     async def check(self, prompt: str, response: str | None = None, **context: Any) -> Verdict:
         payload = self._payload(prompt, response, context)
-        if not self.breaker.allow():
+        admission = self.breaker.allow()
+        if admission is None:
             return self._bypass(payload, "circuit open")
-        attempt = 0
-        while True:
-            try:
-                return self._result(payload, await self._http.post("/v1/check", json=payload))
-            except _RETRYABLE as exc:
-                wait = self._backoff(attempt)
-                if wait is None:
-                    return self._failed(payload, f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(wait)
-                attempt += 1
-            except httpx.HTTPError as exc:
-                return self._failed(payload, f"{type(exc).__name__}: {exc}")
+        call = self._call()
+        try:
+            while True:
+                try:
+                    outcome = await self._http.post("/v1/check", json=payload, timeout=call.timeout)
+                except httpx.HTTPError as exc:
+                    outcome = exc
+                step = self._next(payload, outcome, call)
+                if isinstance(step, Verdict):
+                    return step
+                await asyncio.sleep(step)
+        finally:
+            self.breaker.release(admission)
 
     async def aclose(self) -> None:
         await self._http.aclose()
