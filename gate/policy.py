@@ -34,7 +34,9 @@ class Policy:
         """The decision, the text to return, the feedback and whether the text is a revision.
 
         Redaction comes before blocking: personal data is masked in the response whatever else is
-        decided, and only a finding whose own action is block blocks the answer.
+        decided, and only a finding whose own action is block blocks the answer. A redact finding with
+        no span in the response (a plugin that gives no spans, a rule that redacts what was found in the
+        prompt) leaves nothing to mask, so it is decided as revise: it never passes as redacted.
         """
         decision = Decision.ALLOW
         redact: list[tuple[Span, str]] = []
@@ -43,11 +45,14 @@ class Policy:
         for f in findings:
             if f.status == Status.SKIPPED:
                 continue
-            if f.action.rank > decision.rank:
-                decision = f.action
-            if f.action == Decision.REDACT and f.category:
-                redact += [(s, f.category) for s in f.spans if s.source == Source.RESPONSE]
-            if f.action in (Decision.REVISE, Decision.BLOCK) and f.feedback and f.feedback not in feedback:
+            action = f.action
+            if action == Decision.REDACT:
+                spans = [(s, f.category) for s in f.spans if s.source == Source.RESPONSE]
+                redact += spans
+                action = Decision.REDACT if spans else Decision.REVISE
+            if action.rank > decision.rank:
+                decision = action
+            if action in (Decision.REVISE, Decision.BLOCK) and f.feedback and f.feedback not in feedback:
                 feedback.append(f.feedback)
             if f.action == Decision.REVISE and f.revision:
                 revision = f.revision

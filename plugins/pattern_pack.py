@@ -188,7 +188,8 @@ class PatternPack:
         return cls(spec, str(path))
 
     def scan(self, text: str, source: Source, max_spans: int = 16) -> list[Detection]:
-        """Detections in `text`, one per category, with masked spans into the original text."""
+        """Detections in `text`, one per category, with a span for every match (offsets into the original
+        text, so that every match can be redacted); only the first `max_spans` keep masked evidence."""
         scan, members = self._sets[source]
         if scan is None or not text:
             return []
@@ -196,45 +197,48 @@ class PatternPack:
         hits = scan.Match(norm.text)
         if not hits:
             return []
-        by_category: dict[str, tuple[Severity, list[Span], list[str]]] = {}
+        by_category: dict[str, tuple[Severity, set[tuple[int, int]], list[str]]] = {}
         for index in sorted(hits):
             pattern = members[index]
-            spans = self._spans(pattern, text, norm, source, max_spans)
-            if not spans:
+            found = self._matches(pattern, text, norm)
+            if not found:
                 continue
-            severity, all_spans, ids = by_category.setdefault(pattern.category, (pattern.severity, [], []))
+            severity, offsets, ids = by_category.setdefault(pattern.category, (pattern.severity, set(), []))
             if pattern.severity.rank > severity.rank:
-                by_category[pattern.category] = (pattern.severity, all_spans, ids)
-            all_spans.extend(spans)
+                by_category[pattern.category] = (pattern.severity, offsets, ids)
+            offsets.update(found)
             ids.append(pattern.id)
         return [
             Detection(
                 category=category,
                 severity=severity,
                 source=source,
-                spans=tuple(sorted(spans, key=lambda s: s.start)[:max_spans]),
+                spans=tuple(
+                    Span(source=source, start=start, end=end, evidence=mask(text[start:end]) if i < max_spans else "")
+                    for i, (start, end) in enumerate(sorted(offsets))
+                ),
                 message=f"matched {', '.join(ids)}",
                 feedback=self.categories[category].feedback,
             )
-            for category, (severity, spans, ids) in by_category.items()
+            for category, (severity, offsets, ids) in by_category.items()
         ]
 
-
-    def spans(self, pattern: Pattern, text: str, source: Source, max_spans: int = 16) -> list[Span]:
+    def spans(self, pattern: Pattern, text: str, source: Source) -> list[Span]:
         """Spans where one pattern matches `text` (validator applied): what the pack tests check."""
-        return self._spans(pattern, text, normalize(text, self.level), source, max_spans)
+        return [
+            Span(source=source, start=start, end=end, evidence=mask(text[start:end]))
+            for start, end in self._matches(pattern, text, normalize(text, self.level))
+        ]
 
     @staticmethod
-    def _spans(pattern: Pattern, text: str, norm: Normalized, source: Source, max_spans: int) -> list[Span]:
-        spans = []
+    def _matches(pattern: Pattern, text: str, norm: Normalized) -> list[tuple[int, int]]:
+        """Every (start, end) in the original text where `pattern` matches and its validator agrees."""
+        found = []
         for m in pattern.regex.finditer(norm.text):
             start, end = norm.original_span(m.start(), m.end())
-            if pattern.validator and not pattern.validator(text[start:end]):
-                continue
-            spans.append(Span(source=source, start=start, end=end, evidence=mask(text[start:end])))
-            if len(spans) >= max_spans:
-                break
-        return spans
+            if not pattern.validator or pattern.validator(text[start:end]):
+                found.append((start, end))
+        return found
 
 
 def _expand(defines: dict[str, str], name: str, where: str) -> str:

@@ -16,7 +16,8 @@ class PatternPlugin:
     stage = 1
     name: str
     description: str
-    # `pack`: path of a pack file to use instead of the built-in one; `max_spans`: spans kept per category.
+    # `pack`: path of a pack file to use instead of the built-in one; `max_spans`: spans per category that
+    # keep masked evidence in the finding (every match is redacted whatever it is).
     defaults: dict[str, Any] = {"pack": None, "max_spans": 16}
 
     @hookimpl

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 
 from gate import CheckRequest, ConfigError, Decision, load_settings
-from gate.policy import apply_redactions
-from gate.types import Source, Span
+from gate.config import PolicySettings
+from gate.policy import Policy, apply_redactions
+from gate.types import Finding, Source, Span, Status
 
 
 def test_redact_before_block_masks_personal_data(default_gate):
@@ -89,3 +90,28 @@ def test_overlapping_redactions_merge():
         (Span(source=Source.RESPONSE, start=3, end=8, evidence="*"), "privacy.email"),
     ]
     assert apply_redactions("abcdefghij", spans) == "[SECRET]ij"
+
+
+def test_every_match_is_redacted_and_only_evidence_is_capped(default_gate):
+    addresses = [f"user{i}@example.com" for i in range(20)]
+    verdict = default_gate.check(CheckRequest(prompt="contacts?", response="Write to " + ", ".join(addresses) + "."))
+    assert verdict.decision == Decision.REDACT
+    assert verdict.response == "Write to " + ", ".join(["[EMAIL]"] * 20) + "."
+    (email,) = [f for f in verdict.findings if f.category == "privacy.email"]
+    assert len(email.spans) == 20 and sum(bool(s.evidence) for s in email.spans) == 16  # max_spans: evidence kept
+
+
+def test_redact_finding_with_nothing_to_mask_is_revise_not_redacted():
+    policy = Policy(PolicySettings())
+    finding = Finding(plugin="pii_model", stage=2, status=Status.OK, category="pii_model.address",
+                      action=Decision.REDACT, source=Source.RESPONSE, feedback="Leave out the home address.")
+    request = CheckRequest(prompt="Where does she live?", response="She lives at the old mill.")
+    assert policy.decide(request, [finding]) == (
+        Decision.REVISE, "She lives at the old mill.", "Leave out the home address.", False
+    )
+
+
+def test_rule_that_redacts_prompt_findings_does_not_pass_as_redacted(make_gate):
+    gate = make_gate(policy={"rules": [{"category": "privacy.*", "action": "redact"}]})
+    verdict = gate.check(CheckRequest(prompt="my email is jane@example.com, a haiku?", response="Leaves fall."))
+    assert verdict.decision == Decision.REVISE and verdict.response == "Leaves fall."
