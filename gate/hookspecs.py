@@ -11,7 +11,10 @@ The gate instantiates the class with no arguments, then calls its hooks. Class a
     name: str                 the entry-point name; findings carry it
     stage: int                1 (patterns: cheap, run inline) or 2 (models: run in a worker pool)
     description: str          one line, shown by ``waltz-gate plugins``
-    defaults: dict            default settings, merged under ``plugin_settings.<name>.settings``
+    Settings: type            a pydantic model of the plugin's settings, typed and with defaults: the
+                              gate validates ``plugin_settings.<name>.settings`` against it at start-up
+                              and a bad value is a start-up error naming the field
+    defaults: dict            instead of ``Settings``, plain default settings (values are not type-checked)
 
 Both stages implement the same hooks. The framework, not the plugin, owns timing, deadlines, error
 capture and metrics: a plugin only judges. If ``gate_check`` raises, or its answer arrives after the
@@ -22,10 +25,15 @@ plugins run in a thread pool and are abandoned at their deadline.
 
 Example::
 
+    from pydantic import BaseModel
+
     from gate import Detection, Severity, Source, hookimpl
 
     class ProfanityPlugin:
-        name, stage, description, defaults = "profanity", 1, "Flags profanity.", {"words": ["darn"]}
+        name, stage, description = "profanity", 1, "Flags profanity."
+
+        class Settings(BaseModel):
+            words: list[str] = ["darn"]
 
         @hookimpl
         def gate_setup(self, settings):
@@ -56,7 +64,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def gate_setup(settings: dict[str, Any]) -> None:
     """Prepare the plugin once, at start-up: compile patterns, load a model.
 
-    ``settings`` is the plugin's ``defaults`` updated with its section of the gate's config. Raise an
+    ``settings`` is a dict: the plugin's section of the gate's config validated by its ``Settings``
+    model (every field, defaults filled in), or its ``defaults`` updated with that section. Raise an
     exception with a clear message to refuse start-up (for instance a model file that is missing).
     Optional.
     """

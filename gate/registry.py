@@ -8,9 +8,10 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from gate import hookspecs
-from gate.config import ConfigError, GateSettings
+from gate.config import ConfigError, GateSettings, describe
 from gate.types import CheckRequest, Detection
 
 
@@ -52,6 +53,18 @@ def _instantiate(name: str, ep: EntryPoint) -> Any:
     return cls()
 
 
+def _settings_model(name: str, obj: Any) -> type[BaseModel]:
+    """The plugin's settings as a pydantic model: its ``Settings`` class, or one made from plain ``defaults``
+    (any type, as before typed settings: such a plugin checks its own values)."""
+    model = getattr(obj, "Settings", None)
+    if model is None:
+        fields = {key: (Any, value) for key, value in dict(getattr(obj, "defaults", {})).items()}
+        return create_model(f"{name}_settings", __config__=ConfigDict(protected_namespaces=()), **fields)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise ConfigError(f"plugin {name!r}: class attribute 'Settings' must be a pydantic model class, not {model!r}.")
+    return model
+
+
 def load_plugins(settings: GateSettings) -> list[LoadedPlugin]:
     """Load, validate and set up the plugins named in ``settings.plugins``, in that order.
 
@@ -85,18 +98,21 @@ def load_plugins(settings: GateSettings) -> list[LoadedPlugin]:
         check, check_batch = _impl(pm, "gate_check", name), _impl(pm, "gate_check_batch", name)
         if check is None and check_batch is None:
             raise ConfigError(f"plugin {name!r} implements neither gate_check nor gate_check_batch.")
-        defaults = dict(getattr(obj, "defaults", {}))
-        own = settings.plugin(name)
-        unknown = sorted(set(own.settings) - set(defaults))
+        model, own = _settings_model(name, obj), settings.plugin(name)
+        unknown = sorted(set(own.settings) - set(model.model_fields))
         if unknown:
             raise ConfigError(
                 f"config field plugin_settings.{name}.settings has unknown key {unknown[0]!r} "
-                f"(known: {', '.join(sorted(defaults)) or 'none'})."
+                f"(known: {', '.join(sorted(model.model_fields)) or 'none'})."
             )
+        try:
+            values = dict(model.model_validate(own.settings))
+        except ValidationError as exc:
+            raise ConfigError(describe(exc, prefix=f"config field plugin_settings.{name}.settings.")) from None
         setup = _impl(pm, "gate_setup", name)
         if setup is not None:
             try:
-                setup(settings={**defaults, **own.settings})
+                setup(settings=values)
             except Exception as exc:
                 raise ConfigError(f"plugin {name!r} failed to start: {exc}") from None
         ready = _impl(pm, "gate_ready", name)

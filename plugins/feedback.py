@@ -21,7 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from gate.hookspecs import hookimpl
 from gate.types import CheckRequest, Detection, Severity, Source
@@ -63,24 +65,25 @@ class FeedbackAgent:
     name = "waltzrl"
     stage = 2
     description = "WaltzRL feedback agent: unsafe / over-refusal labels, feedback, optional one-round revision."
-    defaults: dict[str, Any] = {
-        "backend": "classifier",
-        "model_dir": None,  # default: the shipped classifier (classifier) / required (generative)
-        "model_file": None,  # default: the one named in the model's waltz_gate.json
-        "max_tokens": None,  # classifier token budget; default: the model's
-        "threads": 1,  # onnxruntime intra-op threads per session
-        "thresholds": {},  # per head; default: the model's waltz_gate.json, else 0.5
-        "url": None,  # remote: OpenAI-compatible base URL
-        "remote_model": "waltzrl-feedback",
-        "api_key_env": None,
-        "timeout_s": 10.0,
-        "max_new_tokens": 256,
-        "revision_backend": "none",  # none | generative | remote
-        "revision_model_dir": None,
-        "revision_url": None,
-        "revision_remote_model": "waltzrl-conversation",
-        "recheck": True,
-    }
+    class Settings(BaseModel):
+        model_config = ConfigDict(protected_namespaces=())
+
+        backend: Literal["classifier", "generative", "remote"] = "classifier"
+        model_dir: Path | None = None  # default: the shipped classifier (classifier) / required (generative)
+        model_file: str | None = None  # default: the one named in the model's waltz_gate.json
+        max_tokens: int | None = Field(default=None, ge=1)  # classifier token budget; default: the model's
+        threads: int = Field(default=1, ge=1)  # onnxruntime intra-op threads per session
+        thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}  # per head; default: waltz_gate.json, else 0.5
+        url: str | None = None  # remote: OpenAI-compatible base URL
+        remote_model: str = "waltzrl-feedback"
+        api_key_env: str | None = None
+        timeout_s: float = Field(default=10.0, gt=0)
+        max_new_tokens: int = Field(default=256, ge=1)
+        revision_backend: Literal["none", "generative", "remote"] = "none"
+        revision_model_dir: Path | None = None
+        revision_url: str | None = None
+        revision_remote_model: str = "waltzrl-conversation"
+        recheck: bool = True
 
     @hookimpl
     def gate_setup(self, settings: dict[str, Any]) -> None:
@@ -93,10 +96,8 @@ class FeedbackAgent:
             )
             check_heads(self.classifier.labels)
             self.thresholds = {**self.classifier.config.get("thresholds", {}), **settings["thresholds"]}
-        elif backend in ("generative", "remote"):
-            self.judge_llm = self._chat(backend, settings["model_dir"], settings["url"], settings["remote_model"])
         else:
-            raise ValueError(f"backend must be classifier, generative or remote, not {backend!r}")
+            self.judge_llm = self._chat(backend, settings["model_dir"], settings["url"], settings["remote_model"])
         revision = settings["revision_backend"]
         self.reviser = None
         if revision != "none":

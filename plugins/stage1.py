@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from gate.hookspecs import hookimpl
 from gate.types import CheckRequest, Detection, Source
 from plugins.pattern_pack import PatternPack
@@ -16,14 +18,16 @@ class PatternPlugin:
     stage = 1
     name: str
     description: str
-    # `pack`: path of a pack file to use instead of the built-in one; `max_spans`: spans per category that
-    # keep masked evidence in the finding (every match is redacted whatever it is).
-    defaults: dict[str, Any] = {"pack": None, "max_spans": 16}
+
+    class Settings(BaseModel):
+        pack: Path | None = None  # a pack file to use instead of the built-in one
+        # Spans per category that keep masked evidence in the finding (every match is redacted whatever it is).
+        max_spans: int = Field(default=16, ge=0)
 
     @hookimpl
     def gate_setup(self, settings: dict[str, Any]) -> None:
         self.pack = PatternPack.load(settings["pack"] or PACKS / f"{self.name}.yaml")
-        self.max_spans = int(settings["max_spans"])
+        self.max_spans = settings["max_spans"]
 
     @hookimpl
     def gate_check(self, request: CheckRequest) -> list[Detection]:

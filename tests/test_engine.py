@@ -134,3 +134,20 @@ def test_metrics_count_decisions_and_plugin_status(make_gate):
 def test_bad_plugin_config_is_a_startup_error(plugin_site, overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         load_plugins(GateSettings(**overrides))
+
+
+@pytest.mark.parametrize(
+    "plugin,setting,value,sentence",
+    [
+        ("waltzrl", "threads", "two", "threads: Input should be a valid integer, unable to parse string as an integer (got 'two')."),
+        ("waltzrl", "backend", "gpu", "backend: Input should be 'classifier', 'generative' or 'remote' (got 'gpu')."),
+        ("waltzrl", "thresholds", {"unsafe": 2}, "thresholds.unsafe: Input should be less than or equal to 1 (got 2)."),
+        ("privacy", "max_spans", -1, "max_spans: Input should be greater than or equal to 0 (got -1)."),
+    ],
+)
+def test_typed_plugin_settings_are_checked_at_startup_in_one_sentence(plugin, setting, value, sentence):
+    overrides = {"plugins": [plugin], "plugin_settings": {plugin: {"settings": {setting: value}}}}
+    with pytest.raises(ConfigError) as err:
+        load_plugins(GateSettings(**overrides))
+    assert str(err.value) == f"config field plugin_settings.{plugin}.settings.{sentence}"
+
