@@ -67,7 +67,7 @@ class PolicySettings(_Strict):
 
 
 class PluginSettings(_Strict):
-    timeout_ms: float = Field(default=50.0, gt=0)
+    timeout_ms: float | None = Field(default=None, gt=0)  # None: the plugin's own (its class's timeout_ms)
     settings: dict[str, Any] = {}
 
 

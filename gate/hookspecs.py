@@ -11,6 +11,8 @@ The gate instantiates the class with no arguments, then calls its hooks. Class a
     name: str                 the entry-point name; findings carry it
     stage: int                1 (patterns: cheap, run inline) or 2 (models: run in a worker pool)
     description: str          one line, shown by ``waltz-gate plugins``
+    timeout_ms: float         how long a check may take (default 50); fit it to the plugin's latency:
+                              ``plugin_settings.<name>.timeout_ms`` overrides it
     Settings: type            a pydantic model of the plugin's settings, typed and with defaults: the
                               gate validates ``plugin_settings.<name>.settings`` against it at start-up
                               and a bad value is a start-up error naming the field

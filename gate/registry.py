@@ -14,6 +14,8 @@ from gate import hookspecs
 from gate.config import ConfigError, GateSettings, describe
 from gate.types import CheckRequest, Detection
 
+DEFAULT_TIMEOUT_MS = 50.0  # for a plugin whose class declares no timeout_ms
+
 
 @dataclass(frozen=True)
 class LoadedPlugin:
@@ -48,6 +50,9 @@ def _instantiate(name: str, ep: EntryPoint) -> Any:
     stage = getattr(cls, "stage", None)
     if stage not in (1, 2):
         raise ConfigError(f"plugin {name!r}: class attribute 'stage' must be 1 or 2, not {stage!r}.")
+    timeout_ms = getattr(cls, "timeout_ms", DEFAULT_TIMEOUT_MS)
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int | float) or timeout_ms <= 0:
+        raise ConfigError(f"plugin {name!r}: class attribute 'timeout_ms' must be a positive number, not {timeout_ms!r}.")
     if getattr(cls, "name", name) != name:
         raise ConfigError(f"plugin {name!r}: class attribute 'name' is {cls.name!r}; it must equal the entry-point name.")
     return cls()
@@ -121,7 +126,7 @@ def load_plugins(settings: GateSettings) -> list[LoadedPlugin]:
                 name=name,
                 stage=obj.stage,
                 description=getattr(obj, "description", ""),
-                timeout_s=own.timeout_ms / 1000.0,
+                timeout_s=(own.timeout_ms or getattr(obj, "timeout_ms", DEFAULT_TIMEOUT_MS)) / 1000.0,
                 check=(
                     (lambda request, _f=check: _f(request=request))
                     if check is not None

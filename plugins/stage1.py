@@ -16,6 +16,7 @@ PACKS = Path(__file__).parent / "packs"
 
 class PatternPlugin:
     stage = 1
+    timeout_ms = 50.0
     name: str
     description: str
 

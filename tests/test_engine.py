@@ -151,3 +151,18 @@ def test_typed_plugin_settings_are_checked_at_startup_in_one_sentence(plugin, se
         load_plugins(GateSettings(**overrides))
     assert str(err.value) == f"config field plugin_settings.{plugin}.settings.{sentence}"
 
+
+
+def test_a_plugin_declares_its_own_timeout_and_config_overrides_it(plugin_site):
+    own = {p.name: p.timeout_s for p in load_plugins(GateSettings(plugins=["harmful", "waltzrl", "slow"]))}
+    assert own == {"harmful": 0.05, "waltzrl": 0.4, "slow": 0.05}  # slow declares none: the gate's 50 ms
+    settings = GateSettings(plugins=["waltzrl"], plugin_settings={"waltzrl": {"timeout_ms": 250}})
+    assert [p.timeout_s for p in load_plugins(settings)] == [0.25]
+
+
+def test_a_bad_class_timeout_is_a_startup_error(plugin_site, monkeypatch):
+    from plugins_for_tests import SlowPlugin
+
+    monkeypatch.setattr(SlowPlugin, "timeout_ms", "fast", raising=False)
+    with pytest.raises(ConfigError, match="class attribute 'timeout_ms' must be a positive number, not 'fast'"):
+        load_plugins(GateSettings(plugins=["slow"]))
