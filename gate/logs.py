@@ -1,4 +1,10 @@
-"""Structured logs: JSON lines on stderr, for the gate's own logs and uvicorn's alike."""
+"""Structured logs: JSON lines on stderr, for the gate's own logs and uvicorn's alike.
+
+The gate's loggers write through the standard library's ``logging`` (``get``), never through structlog's
+default logger, which prints to stdout: stdout belongs to the verdicts. `configure` (the sidecar) sends
+them to stderr as JSON lines; until then, or when the gate is a library inside an application, they go
+wherever that application's logging sends them (with none configured: warnings and errors on stderr).
+"""
 
 from __future__ import annotations
 
@@ -16,12 +22,6 @@ _SHARED = [
 
 
 def configure(level: str = "INFO", access_log: bool = False) -> None:
-    structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -43,4 +43,10 @@ def configure(level: str = "INFO", access_log: bool = False) -> None:
 
 
 def get(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)
+    """A structlog logger over the stdlib logger `name`, whatever structlog's global configuration is."""
+    return structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )

@@ -34,6 +34,20 @@ def test_check_input_jsonl_writes_jsonl(tmp_path):
     assert [v["decision"] for v in verdicts] == ["redact", "revise"]
 
 
+
+def test_stdout_of_check_with_stage2_and_flags_is_verdicts_only(tmp_path):
+    cfg = tmp_path / "gate.yaml"
+    cfg.write_text("plugins: [harmful, malicious, privacy, waltzrl]\nstage2: {flags: true}\n")
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n"
+                           for p, r in [("hi", "hello"), ("contact?", "mail a@example.com")]))
+    out = run("check", "--input", str(src), "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    verdicts = [json.loads(line) for line in out.stdout.splitlines()]  # no log line among them
+    assert [v["decision"] for v in verdicts] == ["allow", "redact"]
+    assert all(v["stage2"]["mode"] in ("shadow", "enforce") for v in verdicts)  # Stage 2 ran, under the flags
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
