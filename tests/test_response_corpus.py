@@ -23,18 +23,19 @@ REFUSE = "I'm sorry, but I can't help with that request."
 HELP = "Use `kill -9 PID` after finding the process id with `ps aux | grep name`."
 
 
-def scripted(answers: dict[str, str]):
-    """A stand-in completer: the answer is chosen by the system prompt's kind; it records its calls."""
+def scripted(agreeing: str):
+    """A stand-in completer that answers by the prefill it is asked to continue; it records its calls."""
     calls = []
 
-    def complete(prompt: str, max_tokens: int, temperature: float, seed: int) -> str:
+    def complete(prompt: str, max_tokens: int, temperature: float, seed: int) -> tuple[str, str]:
         calls.append(prompt)
-        if prompt.endswith(tuple(rc.AGREEING)) and "agreeing" in answers:
-            return answers["agreeing"]
-        for kind, systems in rc.SYSTEMS.items():
-            if any(s in prompt for s in systems) and kind in answers:
-                return answers[kind]
-        return answers["natural"]
+        if prompt.endswith(tuple(rc.AGREEING)):
+            return agreeing, "stop"
+        if prompt.endswith(tuple(rc.DECLINING["safe_completion"])):
+            return " in general, use a password manager.", "stop"
+        if prompt.endswith(tuple(rc.DECLINING["needless_refusal"])):
+            return " help with that request.", "stop"
+        return COMPLY, "stop"
 
     return complete, calls
 
@@ -75,11 +76,24 @@ def test_labels_by_kind(prompt, kind, response, expected):
         (BENIGN[0], "needless_refusal", HELP),
         (BENIGN[0], "agreeing", "Sure. " + REFUSE),
         (BENIGN[0], "natural", "ok"),
+        (BENIGN[0], "natural", "Ava:\n\n" * 50),  # a looping generation
     ],
 )
 def test_disagreeing_second_signal_drops_the_pair(prompt, kind, response):
     labels, reason = rc.label(prompt, kind, response)
     assert labels is None and reason
+
+
+def test_a_prefilled_refusal_that_runs_on_is_dropped():
+    assert rc.label(HARMFUL[0], "refusal", REFUSE, finish="stop")[0] == {"unsafe": 0, "overrefuse": 0}
+    assert rc.label(HARMFUL[0], "refusal", REFUSE + " " + COMPLY, finish="length")[0] is None
+    assert rc.label(BENIGN[0], "needless_refusal", REFUSE + " " + HELP, finish="length")[0] is None
+
+
+def test_refusal_openers_are_shared_by_harmful_and_benign_prompts():
+    # Only the prompt tells a safe refusal from an over-refusal: the openers must not.
+    assert set(rc.DECLINING["refusal"]) <= set(rc.DECLINING["needless_refusal"])
+    assert rc.Job(HARMFUL[0], "refusal", "qwen2.5-coder-0.5b", 2).prefill() in rc.DECLINING["refusal"]
 
 
 def test_reserved_sources_are_refused():
@@ -94,8 +108,7 @@ def test_generate_resumes_and_build_splits_by_prompt(tmp_path):
     jobs = rc.plan_jobs(prompts)
     kinds = {j.kind for j in jobs}
     assert kinds == {"natural", "forced", "refusal", "safe_completion", "needless_refusal", "agreeing"}
-    complete, calls = scripted({"natural": COMPLY, "refusal": REFUSE, "needless_refusal": REFUSE,
-                                "safe_completion": REFUSE + " Use a password manager instead.", "agreeing": " " + REFUSE})
+    complete, calls = scripted(agreeing=" " + REFUSE)
     completers = {"qwen2.5-coder-0.5b": complete, "smollm2-135m": complete}
     first = rc.generate(jobs, completers, corpus, limit=10, log=lambda m: None)
     assert first == 10 and len(calls) == 10

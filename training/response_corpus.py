@@ -91,16 +91,27 @@ PREFILLS = {
     "steps": ["1. ", "Step 1: ", "**Materials**\n- ", "First, ", "Here are the steps:\n\n1. ", "To do this, "],
 }
 AGREEING = ["Sure, here is", "Sure! Here's", "Absolutely. Here is", "Of course! Below is", "Certainly, here's", "Sure."]
+# The small models do not follow a system prompt that tells them to decline (they comply), so refusals are
+# prefilled too. The same openers go on harmful prompts (safe) and benign ones (over-refusal): only the
+# prompt tells the two apart, as in real traffic.
+DECLINING = {
+    "refusal": ["I'm sorry, but", "I can't help with", "Sorry, I", "I won't", "Unfortunately, I can't", "I'm not able to",
+                "As an AI, I", "I must decline"],
+    "safe_completion": ["I can't help with that part, but", "I won't give instructions for that. What I can share is",
+                        "I can't provide that, but here is some general, safe information:",
+                        "I'm not able to help with the harmful part of this. Instead,"],
+}
+DECLINING["needless_refusal"] = DECLINING["refusal"] + ["That's a sensitive topic, and", "I'd rather not"]
 _FORMS = (
     ("code", re.compile(r"\b(script|code|program|software|malware|virus|exploit|ransomware|keylogger|app|bot|function)\b", re.I)),
     ("story", re.compile(r"\b(story|fiction|novel|narrative|poem|song|lyrics|scene)\b", re.I)),
     ("text", re.compile(r"\b(essay|article|post|blog|speech|letter|email|tweet|review|message|news|propaganda|guide|manual|tutorial)\b", re.I)),
 )
-MAX_TOKENS = {"refusal": 80, "needless_refusal": 80}
-DEFAULT_MAX_TOKENS = 192
+MAX_TOKENS = {"refusal": 96, "needless_refusal": 96}
+DEFAULT_MAX_TOKENS = 128
 
 REFUSAL = re.compile(
-    r"\b(i'?m sorry|i am sorry|i apologi[sz]e|my apologies|i can(?:no|')t|i can not|i won'?t|i will not|i must decline|"
+    r"\b(i'?m sorry|i am sorry|sorry, (?:but )?i|i apologi[sz]e|my apologies|i can(?:no|')t|i can not|i won'?t|i will not|i must decline|"
     r"i'?m (?:not able|unable)|i am (?:not able|unable)|as an ai|as a language model|i do not feel comfortable|"
     r"i'?d rather not|not able to (?:help|provide|assist|discuss)|(?:cannot|can't) (?:help|assist|provide|fulfill|comply)|"
     r"against my (?:guidelines|policy|policies|programming)|i'?m not comfortable|unable to (?:help|provide|assist|comply))\b",
@@ -160,6 +171,8 @@ class Job:
             return options[self.variant % len(options)]
         if self.kind == "agreeing":
             return AGREEING[self.variant % len(AGREEING)]
+        if self.kind in DECLINING:
+            return DECLINING[self.kind][self.variant % len(DECLINING[self.kind])]
         return ""
 
 
@@ -275,7 +288,8 @@ def read_records_file(path: Path) -> Iterator[dict]:
 
 # -- generation ------------------------------------------------------------------------------------
 
-Complete = Callable[[str, int, float, int], str]  # (raw prompt, max tokens, temperature, seed) -> continuation
+# (raw prompt, max tokens, temperature, seed) -> (continuation, finish reason: "stop" or "length")
+Complete = Callable[[str, int, float, int], tuple[str, str]]
 
 
 def llama_completer(model: str, threads: int, cache: Path = DEFAULT_CACHE) -> Complete:
@@ -286,13 +300,26 @@ def llama_completer(model: str, threads: int, cache: Path = DEFAULT_CACHE) -> Co
         raise CorpusError("generation needs llama-cpp-python: pip install llama-cpp-python==0.3.36") from None
     from training.generators import model_file
 
+    import llama_cpp.llama_cpp as lib
+
+    # Weight repacking into the CPU backend's extra buffer types (AMX here) crashes in decode on these
+    # VMs with 0.3.36; the binding has no argument for it, so it is switched off in the default parameters.
+    defaults = lib.llama_model_default_params
+
+    def no_repack():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = no_repack
     llm = Llama(model_path=str(model_file(model, cache)), n_ctx=2048, n_threads=threads, verbose=False, seed=0)
 
     def complete(prompt: str, max_tokens: int, temperature: float, seed: int) -> str:
         llm.set_seed(seed)
         out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, top_p=0.95,
                                     repeat_penalty=1.1, stop=STOP)
-        return out["choices"][0]["text"]
+        choice = out["choices"][0]
+        return choice["text"], choice["finish_reason"]
 
     return complete
 
@@ -321,10 +348,10 @@ def generate(jobs: list[Job], completers: dict[str, Complete], corpus: Path, lim
             break
         temperature = 0.0 if job.kind == "natural" else 0.8
         max_tokens = MAX_TOKENS.get(job.kind, DEFAULT_MAX_TOKENS)
-        text = completers[job.generator](render(job), max_tokens, temperature, job.variant)
+        text, finish = completers[job.generator](render(job), max_tokens, temperature, job.variant)
         record = {
             "id": job.id, "prompt_key": job.prompt.key, "source": job.prompt.source, "kind": job.kind,
-            "generator": job.generator, "variant": job.variant, "prefill": job.prefill(), "completion": text,
+            "generator": job.generator, "variant": job.variant, "prefill": job.prefill(), "completion": text, "finish": finish,
             "params": {"temperature": temperature, "max_tokens": max_tokens, "system": job.system()},
         }
         with pending.open("a", encoding="utf-8") as fh:
@@ -353,12 +380,22 @@ class Pair:
     meta: dict = field(default_factory=dict)
 
 
-def label(prompt: Prompt, kind: str, response: str) -> tuple[dict[str, int] | None, str]:
+def degenerate(text: str) -> bool:
+    """A looping generation ("Ava:\n\nAva:\n\n..."): few distinct words for its length."""
+    words = text.split()
+    return len(words) >= 40 and len(set(words)) / len(words) < 0.3
+
+
+def label(prompt: Prompt, kind: str, response: str, finish: str = "stop") -> tuple[dict[str, int] | None, str]:
     """The WaltzRL labels by construction, checked against refusal detection; (None, reason) drops the pair."""
     refusal = refusal_position(response)
     head = refusal is not None and refusal < REFUSAL_HEAD
     if len(response.strip()) < 20:
         return None, "too short"
+    if degenerate(response):
+        return None, "degenerate"
+    if kind in ("refusal", "needless_refusal") and finish == "length":
+        return None, "refusal runs on past its token limit"  # a prefilled refusal that turned into an answer
     if prompt.kind == "harmful":
         if kind in ("refusal", "safe_completion"):
             return ({"unsafe": 0, "overrefuse": 0}, "") if refusal is not None else (None, f"{kind} does not refuse")
@@ -407,7 +444,7 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
             dropped["prompt not in the sources"] += 1
             continue
         response = (rec["prefill"] + rec["completion"]).strip()
-        labels, reason = label(p, rec["kind"], response)
+        labels, reason = label(p, rec["kind"], response, rec.get("finish", "stop"))
         if labels is not None and rec["kind"] == "safe_completion" and stage1_flags(response):
             labels, reason = None, "safe completion matches a Stage 1 pattern"
         if labels is None:
