@@ -6,6 +6,7 @@ e.g. ``WALTZ_GATE_POLICY__ON_FAILURE__STAGE2=closed``. Bad config fails with a s
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -78,7 +79,9 @@ class Stage2Settings(_Strict):
     stickiness: Literal["session_id", "user_id", "tenant"] = "session_id"
     shadow: bool = True  # requests outside the rollout run Stage 2 in shadow mode
     flags_refresh_s: int = Field(default=15, ge=1)
-    workers: int = Field(default=8, ge=1, le=64)
+    # Batch workers per Stage 2 plugin: one per core runs one model call per core at a time (measured in
+    # benchmarks/RESULTS.md); a plugin that waits on the network (remote backend) wants more.
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
     # Micro-batching of concurrent checks for plugins that implement gate_check_batch.
     max_batch: int = Field(default=8, ge=1, le=256)
     max_wait_ms: float = Field(default=2.0, ge=0)
@@ -100,7 +103,8 @@ class ServerSettings(_Strict):
 class GateSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WALTZ_GATE_", env_nested_delimiter="__", extra="forbid")
 
-    plugins: list[str] = ["harmful", "malicious", "privacy"]
+    # The embedded default: Stage 1 patterns and Stage 2 with the shipped model (offline flags enforce it).
+    plugins: list[str] = ["harmful", "malicious", "privacy", "waltzrl"]
     plugin_settings: dict[str, PluginSettings] = {}
     budget_ms: float = Field(default=500.0, gt=0)
     policy: PolicySettings = PolicySettings()

@@ -1,21 +1,25 @@
 """The gate: runs Stage 1 and Stage 2 plugins under deadlines and turns their findings into a verdict.
 
 Stage 1 plugins (patterns, microseconds) run in the calling thread: a thread hop would cost more than
-the scan. Stage 2 plugins (models) run in a thread pool and are abandoned at their deadline, which is
-the smaller of the plugin's timeout and what is left of the request's budget. Either way, a result that
-arrives after its deadline does not count: the plugin's finding has status timeout, and the stage's
-fail-open/fail-closed policy decides what that means.
+the scan. Stage 2 plugins (models) run on their own micro-batching workers (gate/batching.py) and are
+abandoned at their deadline, which is the smaller of the plugin's timeout and what is left of the
+request's budget. Either way, a result that arrives after its deadline does not count: the plugin's
+finding has status timeout, and the stage's fail-open/fail-closed policy decides what that means.
+Under overload a Stage 2 check that its queue cannot finish in time is refused at once (status shed,
+the same failure policy) instead of waiting out its deadline, and queued work nobody waits for is
+dropped unrun, so the cores go to checks that can still make their deadline.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from gate.batching import MicroBatcher
+from gate.batching import DeadlineExceeded, MicroBatcher, Overloaded
 from gate.config import GateSettings
 from gate.metrics import GateMetrics
 from gate.policy import Policy
@@ -42,16 +46,25 @@ class Gate:
         self.flags = None  # the Unleash flags, when they decide the modes (from_settings)
         self._stage1 = [p for p in plugins if p.stage == 1]
         self._stage2 = [p for p in plugins if p.stage == 2]
-        self._pool = (
-            ThreadPoolExecutor(settings.stage2.workers, thread_name_prefix="waltz-gate-stage2") if self._stage2 else None
-        )
-        s2 = settings.stage2
-        self._batchers = {
-            p.name: MicroBatcher(p.check_batch, s2.max_batch, s2.max_wait_ms / 1000.0,
-                                 on_batch=self.metrics.batch_size.observe, name=f"batch-{p.name}")
-            for p in self._stage2
-            if p.check_batch is not None
-        }
+        self._batchers = {p.name: self._batcher(p) for p in self._stage2}
+
+    def _batcher(self, plugin: LoadedPlugin) -> MicroBatcher:
+        """Stage 2 workers for one plugin; a plugin without gate_check_batch gets batches of one."""
+        s2, m, name = self.settings.stage2, self.metrics, plugin.name
+
+        def on_batch(size: int, seconds: float) -> None:
+            m.batch_size.observe(size)
+            m.stage2_busy.labels(name).inc(seconds)
+
+        if plugin.check_batch is not None:
+            fn, max_batch = plugin.check_batch, s2.max_batch
+        else:
+            fn, max_batch = (lambda requests, _check=plugin.check: [_check(r) for r in requests]), 1
+        batcher = MicroBatcher(fn, max_batch, s2.max_wait_ms / 1000.0, workers=s2.workers, on_batch=on_batch,
+                               on_expired=m.stage2_expired.labels(name).inc, name=f"stage2-{name}")
+        m.stage2_queue_depth.labels(name).set_function(lambda: batcher.depth)
+        m.stage2_workers.labels(name).set(s2.workers)
+        return batcher
 
     @property
     def has_stage2(self) -> bool:
@@ -72,6 +85,10 @@ class Gate:
         gate.flags = flags
         return gate
 
+    def retry_after_s(self) -> int:
+        """Whole seconds until the Stage 2 queues have drained (at least 1): the Retry-After of a shed check."""
+        return max(1, math.ceil(max((b.drain_s() for b in self._batchers.values()), default=0.0)))
+
     def ready(self) -> dict[str, bool]:
         out = {}
         for p in self.plugins:
@@ -86,8 +103,6 @@ class Gate:
             self.flags.close()
         for batcher in self._batchers.values():
             batcher.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def check(self, request: CheckRequest, stage2_mode: Stage2Mode | None = None) -> Verdict:
         """Judge one request. ``stage2_mode`` overrides the flags (``waltz-gate check --stage2``)."""
@@ -114,7 +129,7 @@ class Gate:
             stage2 = (
                 [self._skipped(p, "stage 1 already blocked") for p in self._stage2]
                 if stage1_blocked
-                else self._run_pooled(self._stage2, request, deadline, timings)
+                else self._run_stage2(self._stage2, request, deadline, timings)
             )
             timings["stage2"] = _ms(time.perf_counter() - t2)
             (findings if mode == Stage2Mode.ENFORCE else shadow).extend(stage2)
@@ -137,21 +152,23 @@ class Gate:
             return [self._failed(plugin, Status.TIMEOUT, f"took {_ms(elapsed)} ms, over its timeout", elapsed, timings)]
         return self._wrap(plugin, result, elapsed, timings)
 
-    def _run_pooled(
+    def _run_stage2(
         self, plugins: list[LoadedPlugin], request: CheckRequest, deadline: float, timings: dict[str, float]
     ) -> list[Finding]:
-        assert self._pool is not None
         submitted = time.perf_counter()
-        futures: list[tuple[LoadedPlugin, Future]] = [
-            (p, self._batchers[p.name].future(request) if p.name in self._batchers else self._pool.submit(p.check, request))
-            for p in plugins
-        ]
         out: list[Finding] = []
-        for plugin, future in futures:
-            plugin_deadline = min(submitted + plugin.timeout_s, deadline)
+        futures: list[tuple[LoadedPlugin, Future, float]] = []
+        for p in plugins:
+            plugin_deadline = min(submitted + p.timeout_s, deadline)
+            try:
+                futures.append((p, self._batchers[p.name].future(request, plugin_deadline), plugin_deadline))
+            except Overloaded as exc:
+                self.metrics.stage2_shed.labels(p.name).inc()
+                out.append(self._failed(p, Status.SHED, f"shed: {exc}", 0.0, timings))
+        for plugin, future, plugin_deadline in futures:
             try:
                 result = future.result(timeout=max(0.0, plugin_deadline - time.perf_counter()))
-            except FutureTimeout:
+            except (FutureTimeout, DeadlineExceeded):
                 future.cancel()
                 out.append(self._failed(plugin, Status.TIMEOUT, "deadline exceeded", time.perf_counter() - submitted, timings))
                 continue
@@ -225,7 +242,7 @@ class Gate:
         start: float,
     ) -> Verdict:
         decision, text, feedback, revised = self.policy.decide(request, findings)
-        failures = [f for f in findings if f.status in (Status.ERROR, Status.TIMEOUT)]
+        failures = [f for f in findings if f.status in (Status.ERROR, Status.TIMEOUT, Status.SHED)]
         degraded = bool(failures)
         bypassed = any(f.action == Decision.ALLOW for f in failures)
         if degraded:

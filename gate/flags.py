@@ -9,9 +9,10 @@ A request not in the rollout runs Stage 2 in shadow mode (its would-be verdict g
 metrics only) unless ``stage2.shadow`` is off.
 
 Sources: with ``UNLEASH_URL`` and ``UNLEASH_API_TOKEN`` set, the SDK polls that server, starting from the
-bootstrap file and keeping the last-known flags if the server goes away (a metric and a log line say
-so). Without them it runs offline from the bootstrap file (``WALTZ_GATE_FLAGS_BOOTSTRAP``, by default
-deploy/unleash/bootstrap.json).
+flag definitions (gate/unleash/flags.json: 0%, shadow only, until the server answers) and keeping the
+last-known flags if the server goes away (a metric and a log line say so). Without them there is nothing
+to roll out: it runs offline from gate/unleash/offline.json, which enforces Stage 2 for every request.
+``WALTZ_GATE_FLAGS_BOOTSTRAP`` names another bootstrap file for either case.
 
 Evaluation is in memory and must add no measurable latency (an SDK call costs ~25 us, p99 ~90 us). When
 the enforce flag is one plain flexibleRollout strategy (no constraints or segments) sticky on our key,
@@ -39,7 +40,9 @@ from gate.types import CheckRequest, Stage2Mode
 ENFORCE_FLAG = "waltz-gate.stage2.enforce"
 KILL_FLAG = "waltz-gate.stage2.kill"
 URL_ENV, TOKEN_ENV, BOOTSTRAP_ENV = "UNLEASH_URL", "UNLEASH_API_TOKEN", "WALTZ_GATE_FLAGS_BOOTSTRAP"
-DEFAULT_BOOTSTRAP = Path(__file__).resolve().parents[1] / "deploy" / "unleash" / "bootstrap.json"
+FLAGS_DIR = Path(__file__).resolve().parent / "unleash"
+DEFINITIONS = FLAGS_DIR / "flags.json"  # what `rollout init` creates; a server-backed SDK starts from it
+OFFLINE_BOOTSTRAP = FLAGS_DIR / "offline.json"  # no server: Stage 2 enforced
 # The caller's key -> the Unleash context field the flexibleRollout stickiness names.
 MEMO_LIMIT = 200_000
 STICKINESS = {"session_id": "sessionId", "user_id": "userId", "tenant": "tenant"}
@@ -83,7 +86,12 @@ class Stage2Flags:
         self.settings = settings
         self.key = settings.stickiness
         self._field = STICKINESS[self.key]
-        path = bootstrap or Path(os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP)
+        url, token = os.environ.get(URL_ENV), os.environ.get(TOKEN_ENV)
+        self.source = "server" if url and token else "bootstrap"
+        if url and not token:
+            raise ConfigError(f"{URL_ENV} is set but {TOKEN_ENV} is not; the Unleash server needs a client token.")
+        default = DEFINITIONS if self.source == "server" else OFFLINE_BOOTSTRAP
+        path = bootstrap or Path(os.environ.get(BOOTSTRAP_ENV) or default)
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
@@ -93,10 +101,6 @@ class Stage2Flags:
         if not isinstance(state, dict) or not isinstance(state.get("features"), list):
             raise ConfigError(f"flags bootstrap file {path} is not in Unleash's client features format.")
 
-        url, token = os.environ.get(URL_ENV), os.environ.get(TOKEN_ENV)
-        self.source = "server" if url and token else "bootstrap"
-        if url and not token:
-            raise ConfigError(f"{URL_ENV} is set but {TOKEN_ENV} is not; the Unleash server needs a client token.")
         self._memo: dict[str, bool] = {}
         self._kill: bool | None = None
         self._lock = threading.Lock()

@@ -48,6 +48,23 @@ class GateMetrics:
             "waltz_gate_flags_server_ok", "1 while the Unleash server answers, 0 while serving last-known flags.",
             registry=r,
         )
+        self.stage2_queue_depth = Gauge(
+            "waltz_gate_stage2_queue_depth", "Stage 2 items waiting or running, per plugin.", ["plugin"], registry=r
+        )
+        self.stage2_shed = Counter(
+            "waltz_gate_stage2_shed", "Stage 2 checks refused at admission: the queue could not finish them in time.",
+            ["plugin"], registry=r,
+        )
+        self.stage2_expired = Counter(
+            "waltz_gate_stage2_expired", "Queued Stage 2 items dropped unrun: deadline passed or caller gone.",
+            ["plugin"], registry=r,
+        )
+        self.stage2_busy = Counter(
+            "waltz_gate_stage2_busy_seconds",
+            "Time Stage 2 workers spent running batches; rate() / waltz_gate_stage2_workers is the utilisation.",
+            ["plugin"], registry=r,
+        )
+        self.stage2_workers = Gauge("waltz_gate_stage2_workers", "Stage 2 batch workers per plugin.", ["plugin"], registry=r)
         self.batch_size = Histogram(
             "waltz_gate_stage2_batch_size", "Stage 2 micro-batch sizes.",
             buckets=(1, 2, 4, 8, 16, 32, 64), registry=r,

@@ -1,12 +1,12 @@
 """The guarded Stage 2 rollout (0 -> 10 -> 50 -> 100%) through the Unleash Admin API.
 
-The plan file (deploy/unleash/rollout-plan.yaml) names the project and environment, the steps with the
+The plan file (gate/unleash/rollout-plan.yaml) names the project and environment, the steps with the
 minimum time to stay at each, and the guards. Before moving to the next step, `advance` checks the dwell
 time at the current step (from the flag's change events on the server) and reads the sidecars'
 Prometheus metrics: error rate, p95 latency, block/revise rate and shadow-vs-enforce disagreement, each
 against its limit. A tripped guard refuses to advance, saying which guard and the figure; with
 ``rollback`` it sets the previous step instead. The flag definitions are the bootstrap file's
-(deploy/unleash/bootstrap.json): `init` creates them on a fresh server.
+(gate/unleash/flags.json): `init` creates them on a fresh server.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Errors are always a status below 500 with ``{"detail": "<one sentence>"}``: 400 for a body that is not
 UTF-8 JSON, 401 for a missing or wrong bearer token, 413 for a body over the limit, 422 for a body that
 does not fit the schema (the field is named). A check's audit line is written before its verdict is
-returned.
+returned. Under overload, a check whose enforced Stage 2 was shed at admission (gate/batching.py) gets
+503 with Retry-After instead of an unchecked verdict; the batch endpoint returns such verdicts marked
+degraded (and bypassed under fail-open), like any other Stage 2 failure.
 
 Where a check can block (Stage 2 plugins loaded, or fsync on every audit line) it runs in a worker
 thread. Otherwise it runs on the event loop: Stage 1 plugins must not block (gate/hookspecs.py) and take
@@ -30,7 +32,7 @@ from gate import logs
 from gate.audit import AuditLog, record
 from gate.config import ConfigError, GateSettings, load_settings
 from gate.engine import Gate
-from gate.types import CheckRequest, Verdict
+from gate.types import CheckRequest, Stage2Mode, Status, Verdict
 
 TOKEN_ENV = "WALTZ_GATE_API_TOKEN"
 CONFIG_ENV = "WALTZ_GATE_CONFIG"
@@ -213,6 +215,12 @@ def create_app(settings: GateSettings, gate: Gate | None = None) -> FastAPI:
     @app.post("/v1/check", responses={200: {"model": Verdict}}, dependencies=[Depends(require_token)])
     async def check(request: CheckRequest) -> Response:
         verdict = await run_check(request)
+        if verdict.stage2.mode == Stage2Mode.ENFORCE and any(f.status == Status.SHED for f in verdict.findings):
+            # Admission control: Stage 2 could not judge this in time. Tell the caller to back off rather
+            # than hand back an unchecked answer; the audit log has the shed verdict.
+            retry = gate.retry_after_s()
+            return JSONResponse({"detail": f"Stage 2 is overloaded and this check was shed; retry after {retry} s.",
+                                 "retry_after_s": retry}, status_code=503, headers={"Retry-After": str(retry)})
         return Response(verdict.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/check/batch", responses={200: {"model": BatchVerdicts}}, dependencies=[Depends(require_token)])

@@ -53,6 +53,7 @@ class Status(StrEnum):
     OK = "ok"
     ERROR = "error"
     TIMEOUT = "timeout"
+    SHED = "shed"  # refused at admission: the Stage 2 queue could not finish it inside its deadline
     SKIPPED = "skipped"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from gate import CheckRequest, ConfigError, Gate, GateSettings
 from gate.config import Stage2Settings
-from gate.flags import DEFAULT_BOOTSTRAP, ENFORCE_FLAG, KILL_FLAG, Stage2Flags
+from gate.flags import DEFINITIONS, ENFORCE_FLAG, KILL_FLAG, Stage2Flags
 from gate.metrics import GateMetrics
 
 SESSIONS = [f"session-{i}" for i in range(10_000)]
@@ -17,7 +17,7 @@ SESSIONS = [f"session-{i}" for i in range(10_000)]
 
 def bootstrap(tmp_path: Path, rollout: int, kill: bool = False, stickiness: str = "sessionId",
               constraints: list | None = None) -> Path:
-    state = json.loads(DEFAULT_BOOTSTRAP.read_text())
+    state = json.loads(DEFINITIONS.read_text())
     enforce, kill_flag = state["features"]
     enforce["strategies"][0]["parameters"].update(rollout=str(rollout), stickiness=stickiness)
     enforce["strategies"][0]["constraints"] = constraints or []
@@ -122,3 +122,27 @@ def test_gate_uses_the_flags_and_the_verdict_says_why(tmp_path, monkeypatch, plu
             assert v.decision == "revise" and "on for this session_id" in v.stage2.reason
         else:
             assert v.decision == "allow" and v.stage2.would_decide == "revise" and v.stage2.reason.endswith("shadow")
+
+
+def test_no_server_enforces_stage2_for_every_request(monkeypatch):
+    for name in ("UNLEASH_URL", "UNLEASH_API_TOKEN", "WALTZ_GATE_FLAGS_BOOTSTRAP"):
+        monkeypatch.delenv(name, raising=False)
+    flags = Stage2Flags(Stage2Settings(), GateMetrics())
+    try:
+        assert flags.source == "bootstrap"
+        assert {flags.resolve(CheckRequest(prompt="q", context={"session_id": s}))[0] for s in SESSIONS[:200]} == {"enforce"}
+    finally:
+        flags.close()
+
+
+def test_a_server_backed_gate_starts_from_the_definitions_at_zero_percent(monkeypatch):
+    # Until the server answers (here it never does), no session is enforced: shadow first, as the plan says.
+    monkeypatch.setenv("UNLEASH_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setenv("UNLEASH_API_TOKEN", "client-token")
+    monkeypatch.delenv("WALTZ_GATE_FLAGS_BOOTSTRAP", raising=False)
+    flags = Stage2Flags(Stage2Settings(flags_refresh_s=3600), GateMetrics())
+    try:
+        assert flags.source == "server"
+        assert {flags.resolve(CheckRequest(prompt="q", context={"session_id": s}))[0] for s in SESSIONS[:200]} == {"shadow"}
+    finally:
+        flags.close()
