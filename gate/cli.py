@@ -431,7 +431,14 @@ def monitor(
     notifier = Notifier(webhook, smtp_host, smtp_port, email_to)
     read_new(metrics, state, time.time())
     if plot is not None:
-        draw(state.rows, plot)
+        try:
+            draw(state.rows, plot)
+        except ImportError:
+            raise UsageError("--plot needs matplotlib (pip install matplotlib, or the train extra)") from None
+        except OSError as exc:
+            raise UsageError(f"cannot write {plot}: {exc.strerror}") from None
+        except ValueError as exc:  # matplotlib: a file name whose format it cannot write
+            raise UsageError(f"cannot write {plot}: {exc}") from None
         typer.echo(f"wrote {plot}")
         return
     while True:

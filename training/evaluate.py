@@ -40,7 +40,13 @@ class ScriptedAgent:
 
     def __init__(self, path: Path):
         self.answers = {}
-        for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the scripted agent's answers {path}: {exc.strerror}.") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"the scripted agent's answers {path} are not UTF-8 text.") from None
+        for n, line in enumerate(text.split("\n"), 1):
             if line.strip():
                 try:
                     row = json.loads(line)
