@@ -138,12 +138,20 @@ def describe(exc: ValidationError, prefix: str = "") -> str:
     return f"{prefix}{loc}: {first['msg']}{shown}{tail}."
 
 
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file's content; raises ConfigError saying what could not be read, and why."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text.") from None
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """A YAML file's top-level mapping (empty file: {}); raises ConfigError saying what is wrong."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}.") from None
+        data = yaml.safe_load(read_text(path, what)) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}.") from None
     if not isinstance(data, dict):

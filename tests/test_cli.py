@@ -55,6 +55,7 @@ def test_stdout_of_check_with_stage2_and_flags_is_verdicts_only(tmp_path):
         (["check", "--prompt", "x", "--input", "y.jsonl"], "give either --prompt"),
         (["check", "--input", "/nonexistent.jsonl"], "cannot read /nonexistent.jsonl"),
         (["check", "--prompt", "x", "--config", "/nonexistent.yaml"], "cannot read config file"),
+        (["check", "--prompt", "x", "--config", sys.executable], f"config file {sys.executable} is not UTF-8 text"),
         (["check", "--prompt", "x", "--stage2", "sometimes"], "sometimes"),
     ],
 )

@@ -87,8 +87,8 @@ def test_bad_input_is_a_sentence(files, tmp_path):
 
 
 @pytest.mark.parametrize("where,sentence", [
-    ("/missing", "error: cannot read the scripted agent's answers /missing: No such file or directory."),
-    (sys.executable, f"error: the scripted agent's answers {sys.executable} are not UTF-8 text."),
+    ("/missing", "error: cannot read scripted agent file /missing: No such file or directory."),
+    (sys.executable, f"error: scripted agent file {sys.executable} is not UTF-8 text."),
 ])
 def test_unreadable_scripted_agent_is_a_sentence(files, where, sentence):
     data, _, judge = files

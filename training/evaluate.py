@@ -19,7 +19,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from gate.config import ConfigError
+from gate.config import ConfigError, read_text
 from plugins.waltz_protocol import CONVERSATION_SYSTEM_PROMPT, FEEDBACK_SYSTEM_PROMPT, FormatError, feedback_input, parse_feedback, revision_input
 from training.waltz.data import PromptItem
 
@@ -40,13 +40,7 @@ class ScriptedAgent:
 
     def __init__(self, path: Path):
         self.answers = {}
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read the scripted agent's answers {path}: {exc.strerror}.") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"the scripted agent's answers {path} are not UTF-8 text.") from None
-        for n, line in enumerate(text.split("\n"), 1):
+        for n, line in enumerate(read_text(path, "scripted agent file").split("\n"), 1):
             if line.strip():
                 try:
                     row = json.loads(line)
