@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import signal
 import time
 
@@ -154,6 +155,13 @@ def test_slow_plugin_hits_the_deadline(sidecar):
     assert [f["status"] for f in v["findings"] if f["plugin"] == "slow_model"] == ["timeout"]
 
 
+def _stage2_depth(sidecar, plugin: str) -> float:
+    """The sidecar's Stage 2 items waiting or running for `plugin`, from its /metrics."""
+    text = httpx.get(f"{sidecar.url}/metrics", timeout=10).text
+    found = re.search(rf'^waltz_gate_stage2_queue_depth{{plugin="{plugin}"}} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_sigterm_finishes_in_flight_requests_and_flushes_audit(sidecar):
     s = sidecar({
         "plugins": ["harmful", "slow_model"],
@@ -164,7 +172,11 @@ def test_sigterm_finishes_in_flight_requests_and_flushes_audit(sidecar):
     n = 8
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
         futures = [pool.submit(post, s, "/v1/check", {"prompt": f"p{i}"}, {}) for i in range(n)]
-        time.sleep(0.3)  # all in flight, none finished
+        # Signal once the sidecar holds every check (in Stage 2, or answered and audited) and some still run.
+        deadline = time.monotonic() + 30
+        while not (running := _stage2_depth(s, "slow_model")) or running + len(s.audit_lines()) < n:
+            assert time.monotonic() < deadline, f"the sidecar did not take all {n} checks in 30 s"
+            time.sleep(0.02)
         s.proc.send_signal(signal.SIGTERM)
         statuses = [f.result().status_code for f in futures]
     assert statuses == [200] * n
