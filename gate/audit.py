@@ -38,7 +38,7 @@ def _digest(text: str | None) -> dict | None:
     return {"sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), "chars": len(text)}
 
 
-def record(request: CheckRequest, verdict: Verdict, raw_text: bool, flags: dict | None = None) -> dict:
+def record(request: CheckRequest, verdict: Verdict, raw_text: bool) -> dict:
     """The audit line for one decision."""
     statuses = {name.removeprefix("plugin."): Status.OK.value for name in verdict.timings if name.startswith("plugin.")}
     for f in (*verdict.findings, *verdict.shadow_findings):
@@ -60,7 +60,6 @@ def record(request: CheckRequest, verdict: Verdict, raw_text: bool, flags: dict 
             "would_decide": verdict.stage2.would_decide.value if verdict.stage2.would_decide else None,
             "shadow_categories": sorted({f.category for f in verdict.shadow_findings if f.category}),
         },
-        "flags": flags or {},
         "timings": verdict.timings,
         "context": {"session_id": ctx.session_id, "user_id": ctx.user_id, "tenant": ctx.tenant, "agent": ctx.agent},
     }
