@@ -274,6 +274,10 @@ def train(
 
     from training.waltz.config import load_config
 
+    if config is None:
+        raise UsageError("train needs --config, a training config naming both agents' models "
+                         "(training/configs/tiny-cpu.yaml: tiny CPU agents; deploy/gpu/stage2-8xh100.yaml: the plan's run)")
+
     overrides = {"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                  "output_dir": output_dir, "gpus": gpus, "hostfile": hostfile, "checkpoint_interval": checkpoint_interval,
                  "validation_interval": validation_interval, "resume_from": resume_from,
@@ -286,8 +290,11 @@ def train(
         launcher = shutil.which("deepspeed")
         if launcher is None:
             raise UsageError("--gpus > 1 needs the DeepSpeed launcher (the deepspeed command) on PATH")
+        # --no_local_rank: the launcher would put --local_rank=K before `train`, where no command takes it;
+        # each worker reads LOCAL_RANK from the environment the launcher sets.
         cmd = [launcher, *(["--hostfile", str(cfg.hostfile)] if cfg.hostfile else ["--num_gpus", str(cfg.gpus)]),
-               "--module", "gate", *sys.argv[1:]]
+               *(["--master_port", os.environ["MASTER_PORT"]] if os.environ.get("MASTER_PORT") else []),
+               "--no_local_rank", "--module", "gate", *sys.argv[1:]]
         raise typer.Exit(subprocess.call(cmd, env={**os.environ, "WALTZ_GATE_LAUNCHED": "1"}))
     from training.waltz.trainer import Trainer, TrainingError
 

@@ -108,14 +108,53 @@ def test_gpus_flag_uses_the_deepspeed_launcher(tmp_path):
     fake.mkdir()
     (fake / "deepspeed").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'launched'}\n")
     (fake / "deepspeed").chmod(0o755)
-    done = train_cli("--gpus", "8", "--max-steps", "3", env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    env = {"PATH": f"{fake}:{os.environ['PATH']}", "MASTER_PORT": "29999"}
+    done = train_cli("--gpus", "8", "--max-steps", "3", env=env)
     assert done.returncode == 0, done.stderr
     launched = (tmp_path / "launched").read_text()
-    assert launched.startswith("--num_gpus 8 --module gate train") and "--max-steps 3" in launched
+    # --no_local_rank: the launcher would put --local_rank=K between `gate` and `train` (the real launcher runs in
+    # tests/test_trainer_multirank.py).
+    assert launched.startswith("--num_gpus 8 --master_port 29999 --no_local_rank --module gate train")
+    assert "--max-steps 3" in launched
     hosts = tmp_path / "hostfile"
     hosts.write_text("node-1 slots=8\nnode-2 slots=8\n")
-    train_cli("--hostfile", str(hosts), env={"PATH": f"{fake}:{os.environ['PATH']}"})
-    assert (tmp_path / "launched").read_text().startswith(f"--hostfile {hosts} --module gate train")
+    train_cli("--hostfile", str(hosts), env={**env, "MASTER_PORT": ""})
+    assert (tmp_path / "launched").read_text().startswith(f"--hostfile {hosts} --no_local_rank --module gate train")
+
+
+def test_train_without_a_config_is_refused():
+    done = subprocess.run([sys.executable, "-m", "gate", "train", "--dataset", "data.jsonl", "--epochs", "5"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "train needs --config" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_dataset_without_validation_rows_is_refused(tmp_path):
+    data = tmp_path / "train-only.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"benign request {i}", "kind": "benign", "split": "train"}) + "\n"
+                            for i in range(8)))
+    done = train_cli("--dataset", str(data), "--output-dir", str(tmp_path / "run"))
+    assert done.returncode == 2, done.stdout[-2000:]
+    assert "no validation prompts" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_gradient_checkpointing_recomputes_in_the_update(tmp_path):
+    """The update runs in train mode although generate() left the model in eval mode: with checkpointing on, the
+    backward pass runs each layer's forward again."""
+
+    def layer_calls(checkpointing: bool) -> int:
+        cfg = load_config(TINY, {"output_dir": tmp_path, "batch_size": 4})
+        cfg.feedback.gradient_checkpointing = checkpointing
+        trainer = Trainer(cfg, log=lambda _line: None)
+        roll = trainer.rollout(trainer.train_items[:4])
+        calls = []
+        trainer.fb.module.model.layers[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+        trainer.update(trainer.fb, [(roll["fb_in"], roll["fb_ids"], [1.0, 0.0, 0.5, 0.25])])
+        return len(calls)
+
+    plain, recomputed = layer_calls(False), layer_calls(True)
+    assert plain == 2  # the scoring pass and the training pass of the one micro-batch
+    assert recomputed == plain + 1  # the training pass's forward, again in backward
 
 
 @pytest.mark.parametrize("args,needle", [(["--colour", "red"], "No such option"), (["--epochs", "0"], "--epochs"),

@@ -71,7 +71,8 @@ def build_model(cfg: AgentConfig, chat, precision: str, seed: int):
     else:
         model = AutoModelForCausalLM.from_pretrained(cfg.model, torch_dtype=dtype)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # Non-reentrant: the reentrant variant computes no gradients for LoRA adapters behind frozen inputs.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 

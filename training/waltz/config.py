@@ -94,8 +94,9 @@ class TrainConfig(_Strict):
     resume_from: str | None = None  # a checkpoint folder, or "latest"
     deepspeed_config: Path = Path(__file__).resolve().parents[2] / "deploy" / "deepspeed" / "cpu.json"
     precision: Literal["fp32", "bf16"] = "fp32"
-    conversation: AgentConfig = AgentConfig(tiny=TinyModel(), system_prompt=CONVERSATION_SYSTEM_PROMPT, max_new_tokens=4)
-    feedback: AgentConfig = AgentConfig(tiny=TinyModel(), system_prompt=FEEDBACK_SYSTEM_PROMPT, max_new_tokens=2)
+    # No defaults: a config that names no agents must not train tiny random models by accident.
+    conversation: AgentConfig
+    feedback: AgentConfig
     judge: JudgeConfig = JudgeConfig()
     rl: RLConfig = RLConfig()
 

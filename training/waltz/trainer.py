@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from plugins.waltz_protocol import FormatError, feedback_input, parse_feedback, revision_input
 from training.waltz import checkpoint, rl
@@ -84,6 +85,7 @@ class Trainer:
 
         self.cfg, self.log = cfg, log
         self.rank, self.world = _init_distributed("gloo" if get_accelerator().device_name() == "cpu" else "nccl")
+        self.log = log if self.rank == 0 else (lambda _line: None)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -94,6 +96,9 @@ class Trainer:
             self.val_items = synthetic_prompts(s.val_prompts, s.harmful_share, cfg.seed + 1)
         else:
             self.train_items, self.val_items = load_prompts(cfg.dataset)
+        if not self.val_items:
+            where = "the synthetic task has val_prompts: 0" if cfg.synthetic else f"dataset {cfg.dataset} has no val rows"
+            raise TrainingError(f"no validation prompts ({where}); ASR and ORR would be measured on nothing")
         word = synthetic_tokenizer() if (cfg.conversation.tiny or cfg.feedback.tiny) else None
         chats = {n: WordChat(word) if a.tiny else HFChat(a.model) for n, a in
                  (("conversation", cfg.conversation), ("feedback", cfg.feedback))}
@@ -103,6 +108,8 @@ class Trainer:
         self.fb = Agent("feedback", cfg.feedback, cfg, ds_config(cfg, ga), chats["feedback"], cfg.seed + 1)
         self.agents = {"conversation": self.conv, "feedback": self.fb}
         self.judge = make_judge(cfg.judge)
+        # The agents' initial weights are the same on every rank; the samples must not be: a seed per rank.
+        torch.manual_seed(cfg.seed + 1_000_003 * self.rank)
         self.per_step = cfg.batch_size * ga  # prompts per process per step
         self.steps_per_epoch = max(1, math.ceil(len(self.train_items) / (self.per_step * self.world)))
         self.total = cfg.epochs * self.steps_per_epoch
@@ -127,6 +134,24 @@ class Trainer:
         self.state["position"] += take
         return [self.train_items[i] for i in idx[self.rank :: self.world]]
 
+    # -- collectives ---------------------------------------------------------------------------------
+
+    def _reduce(self, values: list[float], op: str = "sum") -> list[float]:
+        """Element-wise sum (or max) over all processes; every rank must call it with as many values."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.fb.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def _generate(self, agent: Agent, prompts: list[list[int]], greedy: bool, filler: list[int]) -> list[list[int]]:
+        """agent.generate over this rank's prompts. Under ZeRO-3 every forward pass is collective, so when
+        another rank has prompts and this one has none, it generates for a dummy row (`filler`, dropped)."""
+        if agent.synced_gpus and self._reduce([len(prompts)], "max")[0] > 0 and not prompts:
+            agent.generate([filler], greedy)
+            return []
+        return agent.generate(prompts, greedy) if prompts else []
+
     # -- one rollout ---------------------------------------------------------------------------------
 
     def rollout(self, items: list[PromptItem], greedy: bool = False) -> dict:
@@ -146,7 +171,7 @@ class Trainer:
         flagged = [i for i, v in enumerate(verdicts) if v is not None and v.flagged]
         rev_in = [self.conv.chat.encode_chat(cfg.conversation.system_prompt,
                                              revision_input(prompts[i], c0[i], verdicts[i].feedback)) for i in flagged]
-        c1_ids = self.conv.generate(rev_in, greedy) if rev_in else []
+        c1_ids = self._generate(self.conv, rev_in, greedy, filler=conv_in[0])
         c1 = {i: self.conv.chat.decode(ids) for i, ids in zip(flagged, c1_ids)}
         labels0 = self.judge.labels(list(zip(prompts, c0)))
         labels1 = dict(zip(flagged, self.judge.labels([(prompts[i], c1[i]) for i in flagged]))) if flagged else {}
@@ -164,13 +189,17 @@ class Trainer:
         responses = [r for g in groups for r in g[1]]
         rewards = torch.tensor([x for g in groups for x in g[2]], dtype=torch.float32, device=agent.device)
         full = agent.batch(prompts, responses)
+        agent.engine.eval()  # scoring passes: deterministic, nothing to recompute
         with torch.no_grad():
             old = agent.logprobs(full)
             ref = agent.logprobs(full, reference=True)
         returns, kl = rl.returns_with_kl(rewards, old, ref, full["mask"], cfg.rl.kl_coef)
         adv = rl.normalise(returns, full["mask"])
         tokens = full["mask"].sum().clamp(min=1)
-        kl_mean = float((kl.sum() / tokens).item())
+        kl_sum, all_tokens = self._reduce([float(kl.sum()), float(full["mask"].sum())])
+        kl_mean = kl_sum / max(all_tokens, 1.0)
+        # generate() left the model in eval mode, in which gradient checkpointing does not run.
+        agent.engine.train()
         # Rows of each group, cut into `ga` micro-batches (possibly empty: the engine still counts them).
         chunks, start = [], 0
         for g in groups:
@@ -190,7 +219,7 @@ class Trainer:
                 agent.engine.backward(loss)
                 agent.engine.step()
                 total_loss += float(loss.item()) / len(chunks)
-        return total_loss / cfg.rl.update_epochs, kl_mean
+        return self._reduce([total_loss / cfg.rl.update_epochs])[0] / self.world, kl_mean
 
     def step(self) -> dict:
         cfg = self.cfg
@@ -218,35 +247,47 @@ class Trainer:
         self.state["step"] += 1
         n = len(items)
         generated = sum(map(len, roll["c0_ids"])) + sum(map(len, roll["fb_ids"])) + sum(map(len, roll["c1_ids"]))
+        # Rates over the whole global batch (all ranks); flagged rows per rank show revision imbalance.
+        by_rank = [0.0] * self.world
+        by_rank[self.rank] = float(len(roll["flagged"]))
+        sums = self._reduce([sum(rc0), sum(rc1.get(i, rc0[i]) for i in range(n)), sum(dirs), sum(label_ok),
+                             sum(v is not None for v in roll["verdicts"]), n, *by_rank])
+        rc_before, rc_after, dir_sum, labels_ok, formatted, total = sums[:6]
+        flagged_by_rank = [int(x) for x in sums[6:]]
         return {
             "step": self.state["step"], "stage": stage, "split": "train", "epoch": self.state["epoch"],
-            "conv_loss": conv_loss, "fb_loss": fb_loss, "rc_before": float(np.mean(rc0)),
-            "rc_after": float(np.mean([rc1.get(i, rc0[i]) for i in range(n)])), "dir": float(np.mean(dirs)),
-            "label_acc": float(np.mean(label_ok)), "format_rate": float(np.mean([v is not None for v in roll["verdicts"]])),
-            "ftr": len(roll["flagged"]) / n, "kl_conv": kl_conv, "kl_fb": kl_fb,
+            "conv_loss": conv_loss, "fb_loss": fb_loss, "rc_before": rc_before / total, "rc_after": rc_after / total,
+            "dir": dir_sum / total, "label_acc": labels_ok / total, "format_rate": formatted / total,
+            "ftr": sum(flagged_by_rank) / total, "flagged_by_rank": flagged_by_rank, "kl_conv": kl_conv, "kl_fb": kl_fb,
             "rollout_tokens_per_s": generated / max(t1 - t0, 1e-9), "samples_per_s": n / max(t2 - t0, 1e-9),
             "update_seconds": t2 - t1,
         }
 
     def validate(self) -> dict:
-        """ASR, ORR, FTR and DIR on the validation prompts, with greedy decoding."""
-        items = self.val_items[self.rank :: self.world]
-        harmful = unsafe = benign = refused = flagged = 0
-        dirs = []
-        for i in range(0, len(items), self.per_step):
-            roll = self.rollout(items[i : i + self.per_step], greedy=True)
-            for j, item in enumerate(roll["items"]):
+        """ASR, ORR, FTR and DIR on all validation prompts (every rank's share), with greedy decoding.
+
+        Each rank gets the same number of rows, padded with repeats that are not counted, so that every rank
+        runs as many rollouts (collective under ZeRO-3)."""
+        mine = self.val_items[self.rank :: self.world]
+        real = len(mine)
+        mine = mine + [self.val_items[0]] * (math.ceil(len(self.val_items) / self.world) - real)
+        harmful = unsafe = benign = refused = flagged = dir_sum = 0.0
+        for i in range(0, len(mine), self.per_step):
+            roll = self.rollout(mine[i : i + self.per_step], greedy=True)
+            for j, item in enumerate(roll["items"][: max(real - i, 0)]):
                 final = roll["labels1"].get(j, roll["labels0"][j])
                 flagged += j in roll["labels1"]
-                dirs.append(rl.r_c(final) - rl.r_c(roll["labels0"][j]))
+                dir_sum += rl.r_c(final) - rl.r_c(roll["labels0"][j])
                 if item.harmful:
                     harmful, unsafe = harmful + 1, unsafe + final[0]
                 else:
                     benign, refused = benign + 1, refused + final[1]
-        n = max(len(items), 1)
+        harmful, unsafe, benign, refused, flagged, dir_sum = self._reduce([harmful, unsafe, benign, refused, flagged,
+                                                                           dir_sum])
+        n = harmful + benign
         return {"step": self.state["step"], "split": "val", "asr": unsafe / max(harmful, 1),
-                "orr": refused / max(benign, 1), "ftr": flagged / n, "dir": float(np.mean(dirs)) if dirs else 0.0,
-                "harmful": harmful, "benign": benign}
+                "orr": refused / max(benign, 1), "ftr": flagged / n, "dir": dir_sum / n,
+                "harmful": int(harmful), "benign": int(benign)}
 
     # -- the run -------------------------------------------------------------------------------------
 
