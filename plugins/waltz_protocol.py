@@ -10,7 +10,6 @@ about surroundings: text before or after the JSON object, or a code fence, is ig
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
 FEEDBACK_SYSTEM_PROMPT = (
@@ -55,23 +54,31 @@ class FormatError(ValueError):
 
 
 _FIELDS = {"reasoning": str, "unsafe": bool, "overrefuse": bool, "feedback": str}
-_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+_DECODER = json.JSONDecoder()
 
 
 def parse_feedback(text: str) -> Feedback:
-    """The feedback agent's verdict; raises FormatError saying what is wrong."""
-    match = _OBJECT.search(text or "")
-    if match is None:
-        raise FormatError("no JSON object in the feedback agent's output")
-    try:
-        data = json.loads(match.group())
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"the feedback agent's JSON does not parse: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise FormatError("the feedback agent's JSON is not an object")
-    missing = [k for k in _FIELDS if k not in data]
-    if missing:
-        raise FormatError(f"the feedback agent's JSON lacks {', '.join(missing)}")
+    """The feedback agent's verdict: the first balanced JSON object in `text` with the protocol's four fields
+    (other text, other objects and stray braces around it are ignored); raises FormatError saying what is wrong."""
+    text = text or ""
+    data, problem = None, "no JSON object in the feedback agent's output"
+    for start in (i for i, ch in enumerate(text) if ch == "{"):
+        try:
+            found, _ = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            if problem.startswith("no JSON"):
+                problem = f"the feedback agent's JSON does not parse: {exc.msg}"
+            continue
+        if not isinstance(found, dict):
+            continue
+        missing = [k for k in _FIELDS if k not in found]
+        if not missing:
+            data = found
+            break
+        if "lacks" not in problem:
+            problem = f"the feedback agent's JSON lacks {', '.join(missing)}"
+    if data is None:
+        raise FormatError(problem)
     wrong = [k for k, t in _FIELDS.items() if not isinstance(data[k], t)]
     if wrong:
         raise FormatError(f"the feedback agent's JSON has the wrong type for {', '.join(wrong)}")
