@@ -1,11 +1,16 @@
 """Load and soak benchmark of the sidecar on 127.0.0.1 (bounded in count and time).
 
     python benchmarks/sidecar_load.py load [--seconds 10] [--runs 3] [--workers 2] [--config FILE]
+    python benchmarks/sidecar_load.py stage2 [--seconds 10] [--runs 3] [--set stage2.workers=2 ...] [--config FILE]
     python benchmarks/sidecar_load.py soak [--seconds 600] [--rate 50] [--config FILE]
 
 `load` drives the server with wrk (Debian package `wrk`; a C load generator, so the driver does not
 starve the server of the machine's two cores) at 1, 16 and 64 connections and reports p50/p95/p99
-latency, throughput and errors (non-2xx and socket errors). `soak` sends a steady rate with an asyncio
+latency, throughput and errors (non-2xx and socket errors). `stage2` does the same with Stage 2 enforced
+(the default configuration) on real ShareGPT (prompt, answer) pairs cut to about 256 tokens, and also
+reports the degraded share, the shed share (503; the wrk script waits out Retry-After as the client
+does) and goodput (verdicts that are not degraded, per second); each `--set` is one configuration, all
+measured in the same run, one after another. `soak` sends a steady rate with an asyncio
 httpx driver and reports the server's RSS growth and audit lines against requests sent. Both start the
 server themselves and stop it with SIGTERM.
 """
@@ -26,7 +31,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 from sidecar import Sidecar  # noqa: E402 - the same launcher the tests use
 
 FILLER = ("The quarterly report shows revenue growth in every region except the north. " * 60)[:4000]
@@ -94,14 +99,95 @@ end
 """
 
 
-def wrk(url: str, connections: int, seconds: float, script: Path) -> tuple[int, int, float, float, float, float]:
+STAGE2_SCRIPT = """
+local bodies = {%s}
+local i, backoff = 0, 0
+degraded, shed = 0, 0  -- thread globals: done() reads them from every thread
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/v1/check", {["Content-Type"] = "application/json"}, bodies[(i %% #bodies) + 1])
+end
+response = function(status, headers, body)
+  if status == 503 then
+    shed = shed + 1
+    backoff = (tonumber(headers["Retry-After"]) or 1) * 1000
+  elseif string.find(body, '"degraded":true', 1, true) then
+    degraded = degraded + 1
+  end
+end
+delay = function()
+  local d = backoff
+  backoff = 0
+  return d
+end
+done = function(summary, latency, requests)
+  local d, s = 0, 0
+  for _, t in ipairs(threads) do d = d + t:get("degraded"); s = s + t:get("shed") end
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%.3f %%.3f %%.3f %%.1f %%d %%d %%.3f\\n", summary.requests,
+    e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
+    summary.requests / (summary.duration / 1e6), d, s, summary.duration / 1e6))
+end
+"""
+
+
+def real_pairs(count: int = 200, max_chars: int = 1100) -> list[dict]:
+    """Real (prompt, answer) pairs from ShareGPT's wheel, cut to about 256 tokens together."""
+    from training.classifier_data import sharegpt_pairs
+    from training.sources import DEFAULT_CACHE
+
+    out = []
+    for p in sharegpt_pairs(DEFAULT_CACHE, count, seed=1):
+        prompt = p.prompt[:300]
+        out.append({"prompt": prompt, "response": p.response[: max_chars - len(prompt)],
+                    "context": {"session_id": f"s{len(out)}"}})
+    return out
+
+
+def stage2(args: argparse.Namespace) -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("error: wrk is not installed (apt-get install wrk).")
+    script = Path(tempfile.mkdtemp()) / "pairs.lua"
+    script.write_text(STAGE2_SCRIPT % ", ".join(lua_string(json.dumps(p)) for p in real_pairs()))
+    base = yaml.safe_load(args.config.read_text()) if args.config else {}
+    print("| config | clients | requests | p50 ms | p95 ms | p99 ms | verdicts/s | degraded | shed (503) | goodput/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for overrides in args.set or [""]:
+        cfg = json.loads(json.dumps(base))
+        for item in filter(None, overrides.split(",")):
+            key, _, value = item.partition("=")
+            *parents, leaf = key.split(".")
+            node = cfg
+            for k in parents:
+                node = node.setdefault(k, {})
+            node[leaf] = yaml.safe_load(value)
+        server = Sidecar(Path(tempfile.mkdtemp(prefix="waltz-gate-bench-")), cfg)
+        try:
+            wrk(f"{server.url}/v1/check", 8, 3, script)  # warm-up: sessions, batch sizes, time per item
+            for connections in (1, 16, 64):
+                runs = [wrk(f"{server.url}/v1/check", connections, args.seconds, script) for _ in range(args.runs)]
+                total = sum(r[0] for r in runs)
+                degraded, shed = sum(r[6] for r in runs), sum(r[7] for r in runs)
+                verdicts = total - shed
+                seconds = sum(r[8] for r in runs)
+                p50, p95, p99 = (statistics.median(r[k] for r in runs) for k in (2, 3, 4))
+                print(f"| {overrides or 'default'} | {connections} | {total} | {p50:.1f} | {p95:.1f} | {p99:.1f} | "
+                      f"{verdicts / seconds:.1f} | {degraded / max(1, verdicts):.1%} | {shed / max(1, total):.1%} | "
+                      f"{(verdicts - degraded) / seconds:.1f} |", flush=True)
+        finally:
+            server.terminate()
+
+
+def wrk(url: str, connections: int, seconds: float, script: Path) -> tuple:
     out = subprocess.run(
         ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{int(seconds)}s", "-s", str(script), url],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     ).stdout
     fields = next(line for line in out.splitlines() if line.startswith("RESULT")).split()[1:]
-    n, errors = int(fields[0]), int(fields[1])
-    return n, errors, *(float(x) for x in fields[2:])
+    return (int(fields[0]), int(fields[1]), *(float(x) for x in fields[2:]))
 
 
 def load(args: argparse.Namespace) -> None:
@@ -186,13 +272,17 @@ def main() -> None:
     lp.add_argument("--seconds", type=float, default=10)
     lp.add_argument("--runs", type=int, default=3)
     lp.add_argument("--workers", type=int, default=2)
+    s2 = sub.add_parser("stage2")
+    s2.add_argument("--seconds", type=float, default=10)
+    s2.add_argument("--runs", type=int, default=3)
+    s2.add_argument("--set", action="append", help="one configuration: comma-separated dotted overrides")
     sp = sub.add_parser("soak")
     sp.add_argument("--seconds", type=float, default=600)
     sp.add_argument("--rate", type=float, default=50)
-    for p in (lp, sp):
+    for p in (lp, s2, sp):
         p.add_argument("--config", type=Path, default=None)
     args = ap.parse_args()
-    (load if args.cmd == "load" else soak)(args)
+    {"load": load, "stage2": stage2, "soak": soak}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -172,9 +172,11 @@ class Stage2Flags:
         if kill:
             return Stage2Mode.OFF, f"kill switch {KILL_FLAG} is on"
         value = getattr(request.context, self.key)
+        plain = self._rollout
+        if plain is not None and plain[0] >= 100:
+            return self._enforced(True)  # everyone, with or without a key to bucket on
         if value is None:
             return self._outside(f"no {self.key} to bucket on")
-        plain = self._rollout
         if plain is not None:
             rollout, group = plain
             enforced = mmh3.hash(f"{group}:{value}", 0, signed=False) % 100 + 1 <= rollout

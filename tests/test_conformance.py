@@ -17,7 +17,9 @@ SPEC = json.loads((Path(__file__).parent / "conformance.json").read_text())["cas
 def assert_conforms(case: dict, verdict: dict) -> None:
     """Shared by the library and HTTP runs of the spec."""
     assert verdict["decision"] == case["decision"], case["name"]
-    categories = sorted({f["category"] for f in verdict["findings"] if f["status"] == "ok"})
+    # Stage 1's categories are the spec's; Stage 2's depend on the shipped model, which has its own quality
+    # benchmark. The decision, which both stages make together, must match either way.
+    categories = sorted({f["category"] for f in verdict["findings"] if f["status"] == "ok" and f["stage"] == 1})
     assert categories == sorted(case["categories"]), case["name"]
     if "response" in case:
         assert verdict["response"] == case["response"], case["name"]

@@ -131,6 +131,7 @@ def test_no_server_enforces_stage2_for_every_request(monkeypatch):
     try:
         assert flags.source == "bootstrap"
         assert {flags.resolve(CheckRequest(prompt="q", context={"session_id": s}))[0] for s in SESSIONS[:200]} == {"enforce"}
+        assert flags.resolve(CheckRequest(prompt="q"))[0] == "enforce"  # no session id (`waltz-gate check --prompt`)
     finally:
         flags.close()
 

@@ -95,16 +95,18 @@ def test_auth_required_when_configured(shared_sidecar, headers):
 def test_probes_and_plugins(shared_sidecar):
     assert httpx.get(f"{shared_sidecar.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{shared_sidecar.url}/readyz")
-    assert ready.status_code == 200 and ready.json()["plugins"] == {"harmful": True, "malicious": True, "privacy": True}
+    # The embedded default: Stage 1 and Stage 2 with the shipped model.
+    assert ready.status_code == 200 and ready.json()["plugins"] == {"harmful": True, "malicious": True, "privacy": True,
+                                                                    "waltzrl": True}
     plugins = httpx.get(f"{shared_sidecar.url}/v1/plugins", headers=AUTH).json()
-    assert [p["name"] for p in plugins] == ["harmful", "malicious", "privacy"]
+    assert [p["name"] for p in plugins] == ["harmful", "malicious", "privacy", "waltzrl"]
     assert httpx.get(f"{shared_sidecar.url}/openapi.json").json()["paths"]["/v1/check"]["post"]
 
 
 def test_metrics_exposed(shared_sidecar):
     post(shared_sidecar, "/v1/check", {"prompt": "how to cook meth"})
     text = httpx.get(f"{shared_sidecar.url}/metrics").text
-    assert 'waltz_gate_requests_total{decision="revise",stage2_mode="off"}' in text
+    assert 'waltz_gate_requests_total{decision="revise",stage2_mode="enforce"}' in text
     assert 'waltz_gate_plugin_latency_seconds_bucket{le="0.001",plugin="harmful"}' in text
     assert 'waltz_gate_http_requests_total{route="/v1/check",status="401"}' in text
 
@@ -117,7 +119,7 @@ def test_audit_line_per_decision_text_hashed(sidecar):
     line = json.loads(s.audit_lines()[-1])
     assert line["correlation_id"] == "audit-1" and line["decision"] == "redact"
     assert line["categories"] == ["privacy.email"] and line["plugins"]["privacy"] == "ok"
-    assert line["context"]["session_id"] == "s1" and line["stage2"]["mode"] == "off"
+    assert line["context"]["session_id"] == "s1" and line["stage2"]["mode"] == "enforce"
     assert "secret prompt" not in json.dumps(line) and len(line["prompt"]["sha256"]) == 64
 
 
