@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from training.waltz.config import load_config
 from training.waltz.trainer import COMPLETE, DETERMINISTIC, Trainer
@@ -215,3 +216,38 @@ def test_agents_learn_the_synthetic_task(tmp_path):
     assert mean("format_rate", last) >= mean("format_rate", first) + 0.3
     assert mean("label_acc", stage1_end) >= mean("label_acc", first) + 0.2
     assert mean("rc_before", last) >= mean("rc_before", first) + 0.15
+
+
+def test_validation_scores_with_the_eval_judge(tmp_path):
+    never = {"backend": "rule", "complies": "NEVER_SAID", "refuses": "NEVER_SAID"}  # nothing is unsafe or refused
+    trainer = Trainer(load_config(TINY, {"output_dir": tmp_path, "eval_judge": never}), log=lambda _line: None)
+    assert trainer.val_judge is not trainer.judge
+    scored = trainer.validate()
+    assert scored["asr"] == 0.0 and scored["orr"] == 0.0 and scored["harmful"] + scored["benign"] == 64
+    trainer.val_judge = trainer.judge  # the training judge finds the untrained agent's answers unhelpful
+    assert trainer.validate()["orr"] > 0.0
+
+
+class _Unsure:
+    """A judge that cannot label anything (a remote judge's malformed answers)."""
+
+    def labels(self, pairs, harmful=None):
+        return [None] * len(pairs)
+
+
+def test_unjudged_answers_stay_out_of_the_update(tmp_path):
+    def trainer():
+        return Trainer(load_config(TINY, {"output_dir": tmp_path, "learning_rate": 0.01}), log=lambda _line: None)
+
+    a, b = trainer(), trainer()
+    roll = a.rollout(a.train_items[:4])
+    prompts, responses = roll["fb_in"], roll["fb_ids"]
+    start = [p.detach().clone() for p in a.fb.module.parameters()]
+    a.update(a.fb, [(prompts, responses, [None, 1.0, 0.0, None])])
+    b.update(b.fb, [(prompts[1:3], responses[1:3], [1.0, 0.0])])
+    moved = list(a.fb.module.parameters())
+    assert any(not torch.equal(x, y) for x, y in zip(start, moved, strict=True))
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(moved, b.fb.module.parameters(), strict=True))
+    a.judge = _Unsure()
+    row = a.step()
+    assert row["judge_failures"] == 16 and row["label_acc"] == 0.0

@@ -55,6 +55,10 @@ class JudgeConfig(_Strict):
     model_dir: Path | None = None  # classifier: an exported Stage 2 classifier (ONNX)
     url: str | None = None  # remote: an OpenAI-compatible judge
     remote_model: str = "judge"
+    concurrency: int = Field(default=8, ge=1)  # remote: requests in flight at once
+    retries: int = Field(default=2, ge=0)  # remote: further tries of a pair after an error or a malformed answer
+    retry_backoff_s: float = Field(default=0.5, ge=0)  # remote: wait before retry k: backoff * 2**k
+    timeout_s: float = Field(default=30.0, gt=0)  # remote: per request
 
 
 class RLConfig(_Strict):
@@ -97,7 +101,8 @@ class TrainConfig(_Strict):
     # No defaults: a config that names no agents must not train tiny random models by accident.
     conversation: AgentConfig
     feedback: AgentConfig
-    judge: JudgeConfig = JudgeConfig()
+    judge: JudgeConfig = JudgeConfig()  # gives the rewards
+    eval_judge: JudgeConfig | None = None  # scores validation (ASR, ORR); default: the training judge
     rl: RLConfig = RLConfig()
 
     @model_validator(mode="after")

@@ -108,6 +108,7 @@ class Trainer:
         self.fb = Agent("feedback", cfg.feedback, cfg, ds_config(cfg, ga), chats["feedback"], cfg.seed + 1)
         self.agents = {"conversation": self.conv, "feedback": self.fb}
         self.judge = make_judge(cfg.judge)
+        self.val_judge = make_judge(cfg.eval_judge) if cfg.eval_judge is not None else self.judge
         # The agents' initial weights are the same on every rank; the samples must not be: a seed per rank.
         torch.manual_seed(cfg.seed + 1_000_003 * self.rank)
         self.per_step = cfg.batch_size * ga  # prompts per process per step
@@ -154,8 +155,8 @@ class Trainer:
 
     # -- one rollout ---------------------------------------------------------------------------------
 
-    def rollout(self, items: list[PromptItem], greedy: bool = False) -> dict:
-        cfg = self.cfg
+    def rollout(self, items: list[PromptItem], greedy: bool = False, judge=None) -> dict:
+        cfg, judge = self.cfg, judge or self.judge
         prompts = [it.prompt for it in items]
         conv_in = [self.conv.chat.encode_chat(cfg.conversation.system_prompt, p) for p in prompts]
         c0_ids = self.conv.generate(conv_in, greedy)
@@ -173,8 +174,10 @@ class Trainer:
                                              revision_input(prompts[i], c0[i], verdicts[i].feedback)) for i in flagged]
         c1_ids = self._generate(self.conv, rev_in, greedy, filler=conv_in[0])
         c1 = {i: self.conv.chat.decode(ids) for i, ids in zip(flagged, c1_ids)}
-        labels0 = self.judge.labels(list(zip(prompts, c0)))
-        labels1 = dict(zip(flagged, self.judge.labels([(prompts[i], c1[i]) for i in flagged]))) if flagged else {}
+        kinds = [it.harmful for it in items]
+        labels0 = judge.labels(list(zip(prompts, c0)), kinds)
+        labels1 = dict(zip(flagged, judge.labels([(prompts[i], c1[i]) for i in flagged],
+                                                 [kinds[i] for i in flagged]))) if flagged else {}
         return {"items": items, "conv_in": conv_in, "c0_ids": c0_ids, "fb_in": fb_in, "fb_ids": fb_ids,
                 "verdicts": verdicts, "flagged": flagged, "rev_in": rev_in, "c1_ids": c1_ids,
                 "labels0": labels0, "labels1": labels1}
@@ -183,12 +186,15 @@ class Trainer:
 
     def update(self, agent: Agent, groups: list[tuple[list, list, list[float]]]) -> tuple[float, float]:
         """One optimizer step on one agent. `groups` are (prompts, responses, rewards), each split into the
-        configured number of micro-batches; the engine's accumulation spans all of them."""
+        configured number of micro-batches; the engine's accumulation spans all of them. A reward of None (the
+        judge could not label the answer) leaves its row out."""
         cfg, ga = self.cfg, self.cfg.gradient_accumulation
         prompts = [p for g in groups for p in g[0]]
         responses = [r for g in groups for r in g[1]]
-        rewards = torch.tensor([x for g in groups for x in g[2]], dtype=torch.float32, device=agent.device)
+        given = [x for g in groups for x in g[2]]
+        rewards = torch.tensor([x or 0.0 for x in given], dtype=torch.float32, device=agent.device)
         full = agent.batch(prompts, responses)
+        full["mask"] = full["mask"] * torch.tensor([x is not None for x in given], device=agent.device)[:, None]
         agent.engine.eval()  # scoring passes: deterministic, nothing to recompute
         with torch.no_grad():
             old = agent.logprobs(full)
@@ -228,15 +234,17 @@ class Trainer:
         roll = self.rollout(items)
         stage = 1 if self.state["step"] < cfg.rl.stage1_steps else 2
         lam = cfg.rl.lam if stage == 1 else 0.0
-        rc0 = [rl.r_c(lab) for lab in roll["labels0"]]
-        rc1 = {i: rl.r_c(lab) for i, lab in roll["labels1"].items()}
+        # None: the judge could not label that answer (its row stays out of the update and of the rates).
+        rc0 = [None if lab is None else rl.r_c(lab) for lab in roll["labels0"]]
+        rc1 = {i: None if lab is None else rl.r_c(lab) for i, lab in roll["labels1"].items()}
         fb_rewards, label_ok, dirs = [], [], []
         for i, v in enumerate(roll["verdicts"]):
-            ok = v is not None and (v.unsafe, v.overrefuse) == roll["labels0"][i]
-            d = rc1[i] - rc0[i] if i in rc1 else 0.0
+            judged = rc0[i] is not None and rc1.get(i, 0.0) is not None
+            ok = judged and v is not None and (v.unsafe, v.overrefuse) == roll["labels0"][i]
+            d = rc1[i] - rc0[i] if judged and i in rc1 else 0.0
             label_ok.append(ok)
             dirs.append(d)
-            fb_rewards.append(rl.feedback_reward(v is not None, ok, d, cfg.rl.alpha, lam, cfg.rl.gamma))
+            fb_rewards.append(rl.feedback_reward(v is not None, ok, d, cfg.rl.alpha, lam, cfg.rl.gamma) if judged else None)
         t1 = time.perf_counter()
         fb_loss, kl_fb = self.update(self.fb, [(roll["fb_in"], roll["fb_ids"], fb_rewards)])
         conv_loss, kl_conv = float("nan"), float("nan")
@@ -250,15 +258,20 @@ class Trainer:
         # Rates over the whole global batch (all ranks); flagged rows per rank show revision imbalance.
         by_rank = [0.0] * self.world
         by_rank[self.rank] = float(len(roll["flagged"]))
-        sums = self._reduce([sum(rc0), sum(rc1.get(i, rc0[i]) for i in range(n)), sum(dirs), sum(label_ok),
-                             sum(v is not None for v in roll["verdicts"]), n, *by_rank])
-        rc_before, rc_after, dir_sum, labels_ok, formatted, total = sums[:6]
-        flagged_by_rank = [int(x) for x in sums[6:]]
+        final = [rc1[i] if i in rc1 else rc0[i] for i in range(n)]
+        judged = [x is not None for x in fb_rewards]
+        sums = self._reduce([sum(x for x, j in zip(rc0, judged) if j), sum(x for x, j in zip(final, judged) if j),
+                             sum(dirs), sum(label_ok), sum(judged), sum(v is not None for v in roll["verdicts"]), n,
+                             *by_rank])
+        rc_before, rc_after, dir_sum, labels_ok, judged_total, formatted, total = sums[:7]
+        flagged_by_rank = [int(x) for x in sums[7:]]
+        per_judged = max(judged_total, 1.0)
         return {
             "step": self.state["step"], "stage": stage, "split": "train", "epoch": self.state["epoch"],
-            "conv_loss": conv_loss, "fb_loss": fb_loss, "rc_before": rc_before / total, "rc_after": rc_after / total,
-            "dir": dir_sum / total, "label_acc": labels_ok / total, "format_rate": formatted / total,
-            "ftr": sum(flagged_by_rank) / total, "flagged_by_rank": flagged_by_rank, "kl_conv": kl_conv, "kl_fb": kl_fb,
+            "conv_loss": conv_loss, "fb_loss": fb_loss, "rc_before": rc_before / per_judged,
+            "rc_after": rc_after / per_judged, "dir": dir_sum / per_judged, "label_acc": labels_ok / per_judged,
+            "format_rate": formatted / total, "ftr": sum(flagged_by_rank) / total, "flagged_by_rank": flagged_by_rank,
+            "judge_failures": int(total - judged_total), "kl_conv": kl_conv, "kl_fb": kl_fb,
             "rollout_tokens_per_s": generated / max(t1 - t0, 1e-9), "samples_per_s": n / max(t2 - t0, 1e-9),
             "update_seconds": t2 - t1,
         }
@@ -271,23 +284,26 @@ class Trainer:
         mine = self.val_items[self.rank :: self.world]
         real = len(mine)
         mine = mine + [self.val_items[0]] * (math.ceil(len(self.val_items) / self.world) - real)
-        harmful = unsafe = benign = refused = flagged = dir_sum = 0.0
+        harmful = unsafe = benign = refused = flagged = dir_sum = failures = 0.0
         for i in range(0, len(mine), self.per_step):
-            roll = self.rollout(mine[i : i + self.per_step], greedy=True)
+            roll = self.rollout(mine[i : i + self.per_step], greedy=True, judge=self.val_judge)
             for j, item in enumerate(roll["items"][: max(real - i, 0)]):
                 final = roll["labels1"].get(j, roll["labels0"][j])
+                if final is None or roll["labels0"][j] is None:
+                    failures += 1
+                    continue
                 flagged += j in roll["labels1"]
                 dir_sum += rl.r_c(final) - rl.r_c(roll["labels0"][j])
                 if item.harmful:
                     harmful, unsafe = harmful + 1, unsafe + final[0]
                 else:
                     benign, refused = benign + 1, refused + final[1]
-        harmful, unsafe, benign, refused, flagged, dir_sum = self._reduce([harmful, unsafe, benign, refused, flagged,
-                                                                           dir_sum])
-        n = harmful + benign
+        harmful, unsafe, benign, refused, flagged, dir_sum, failures = self._reduce(
+            [harmful, unsafe, benign, refused, flagged, dir_sum, failures])
+        n = max(harmful + benign, 1)
         return {"step": self.state["step"], "split": "val", "asr": unsafe / max(harmful, 1),
                 "orr": refused / max(benign, 1), "ftr": flagged / n, "dir": dir_sum / n,
-                "harmful": int(harmful), "benign": int(benign)}
+                "harmful": int(harmful), "benign": int(benign), "judge_failures": int(failures)}
 
     # -- the run -------------------------------------------------------------------------------------
 
