@@ -262,12 +262,13 @@ def train(
     output_dir: Annotated[Path | None, typer.Option()] = None,
     gpus: Annotated[int | None, typer.Option(min=0, help="N > 1: run under the DeepSpeed launcher.")] = None,
     hostfile: Annotated[Path | None, typer.Option(help="DeepSpeed hostfile for a multi-node run.")] = None,
-    checkpoint_interval: Annotated[int | None, typer.Option(min=1)] = None,
-    validation_interval: Annotated[int | None, typer.Option(min=1)] = None,
+    checkpoint_interval: Annotated[int | None, typer.Option(min=0, help="Steps between checkpoints (0: none).")] = None,
+    validation_interval: Annotated[int | None, typer.Option(min=0, help="Steps between validations (0: at the end).")] = None,
     resume_from: Annotated[str | None, typer.Option(help="A checkpoint folder, or 'latest'.")] = None,
     gradient_accumulation: Annotated[int | None, typer.Option(min=1)] = None,
     max_steps: Annotated[int | None, typer.Option(min=1)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the recipe against the data and print its schedule; train nothing.")] = False,
 ) -> None:
     """Train the WaltzRL conversation and feedback agents with DeepSpeed (CPU or GPUs)."""
     import os
@@ -283,6 +284,14 @@ def train(
                  "validation_interval": validation_interval, "resume_from": resume_from,
                  "gradient_accumulation": gradient_accumulation, "max_steps": max_steps, "seed": seed}
     cfg = load_config(config, overrides)
+    if dry_run:
+        from training.waltz.config import check_recipe, describe_schedule, world_size
+        from training.waltz.data import load_prompts, synthetic_prompts
+
+        train_items = (load_prompts(cfg.dataset)[0] if cfg.dataset is not None
+                       else synthetic_prompts(cfg.synthetic.train_prompts, cfg.synthetic.harmful_share, cfg.seed))
+        typer.echo(describe_schedule(check_recipe(cfg, len(train_items), world_size(cfg))))
+        return
     if (cfg.gpus > 1 or cfg.hostfile) and not os.environ.get("WALTZ_GATE_LAUNCHED"):
         import shutil
         import subprocess
@@ -474,7 +483,8 @@ def monitor(
 @app.command()
 def plan(
     samples: Annotated[int, typer.Option(min=1, help="Prompts in the training set.")],
-    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Default: the recipe's, else 1.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="A training recipe: its schedule at --samples on --gpus, checked.")] = None,
     samples_per_s: Annotated[float | None, typer.Option(help="Measured throughput (prompts/s) on --measured-gpus.")] = None,
     metrics: Annotated[Path | None, typer.Option(help="A run's metrics.jsonl to take the throughput from.")] = None,
     measured_gpus: Annotated[int, typer.Option(min=1, help="GPUs (processes) the throughput was measured on.")] = 1,
@@ -483,16 +493,26 @@ def plan(
     prices: Annotated[Path, typer.Option(help="Provider price table.")] = Path(__file__).resolve().parents[1] / "deploy" / "gpu-prices.yaml",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """GPU-hours and cost of a training run per provider."""
-    from training.plan import load_prices, measured_rate
+    """GPU-hours and cost of a training run per provider; with --config, the recipe's schedule too."""
+    from training.plan import load_prices, measured_rate, recipe_schedule
     from training.plan import plan as make_plan
+    from training.waltz.config import describe_schedule
 
-    if (samples_per_s is None) == (metrics is None):
-        raise UsageError("give the throughput: --samples-per-s X or --metrics run/metrics.jsonl")
-    rate = samples_per_s if samples_per_s is not None else measured_rate(metrics, measured_gpus)
-    result = make_plan(samples, epochs, rate, measured_gpus, gpus, efficiency, load_prices(prices))
+    rated = samples_per_s is not None or metrics is not None
+    if (samples_per_s is not None and metrics is not None) or not (rated or config):
+        raise UsageError("give the throughput: --samples-per-s X or --metrics run/metrics.jsonl (or --config for the schedule alone)")
+    schedule = recipe_schedule(config, samples, gpus, epochs) if config is not None else None
+    epochs = schedule["epochs"] if schedule else epochs or 1
+    result = {"schedule": schedule} if schedule else {}
+    if rated:
+        rate = samples_per_s if samples_per_s is not None else measured_rate(metrics, measured_gpus)
+        result.update(make_plan(samples, epochs, rate, measured_gpus, gpus, efficiency, load_prices(prices)))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
+        return
+    if schedule:
+        typer.echo(f"{config}: {describe_schedule(schedule)}")
+    if "providers" not in result:
         return
     typer.echo(f"{samples} prompts x {epochs} epochs at {result['samples_per_s']} prompts/s on {gpus} GPUs: "
                f"{result['hours']} h")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gate.config import ConfigError
 from training.waltz.config import load_config
 from training.waltz.trainer import COMPLETE, DETERMINISTIC, Trainer
 
@@ -22,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "training" / "configs" / "tiny-cpu.yaml"
 
 
-def train_cli(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "gate", "train", "--config", str(TINY), *args],
+def train_cli(*args, env=None, timeout=600, config=TINY):
+    return subprocess.run([sys.executable, "-m", "gate", "train", "--config", str(config), *args],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
@@ -38,6 +39,19 @@ def small_dataset(tmp_path_factory) -> Path:
     lines = [{"prompt": f"{kind} request about topic{i % 16}", "kind": kind, "split": split}
              for split, n in (("train", 20), ("val", 4)) for i in range(n) for kind in [("harmful", "benign")[i % 2]]]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def short_recipe(tmp_path_factory) -> Path:
+    """tiny-cpu.yaml for a few steps of data: stage 2 from step 3, checkpoints and validation within them."""
+    import yaml
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["deepspeed_config"] = str((TINY.parent / cfg["deepspeed_config"]).resolve())
+    cfg["rl"]["stage1_steps"], cfg["checkpoint_interval"], cfg["validation_interval"] = 2, 2, 2
+    path = tmp_path_factory.mktemp("recipe") / "short.yaml"
+    path.write_text(yaml.safe_dump(cfg))
     return path
 
 
@@ -63,7 +77,7 @@ def test_tiny_cpu_run_end_to_end(tmp_path):
 @pytest.mark.parametrize(
     "flag,value,check",
     [
-        ("epochs", 3, lambda t: t.total == 3 * t.steps_per_epoch),
+        ("epochs", 7, lambda t: t.total == 7 * t.steps_per_epoch),
         ("max_steps", 7, lambda t: t.total == 7),
         ("batch_size", 4, lambda t: t.per_step == 4 and t.fb.engine.train_micro_batch_size_per_gpu() == 4),
         ("gradient_accumulation", 3, lambda t: t.per_step == 48 and t.fb.engine.gradient_accumulation_steps() == 3
@@ -83,23 +97,24 @@ def test_each_flag_reaches_the_trainer(tmp_path, flag, value, check):
     assert check(trainer)
 
 
-def test_dataset_flag_trains_on_the_file(tmp_path, small_dataset):
-    trainer = Trainer(load_config(TINY, {"dataset": small_dataset, "batch_size": 4, "epochs": 2}), log=lambda _l: None)
+def test_dataset_flag_trains_on_the_file(tmp_path, small_dataset, short_recipe):
+    trainer = Trainer(load_config(short_recipe, {"dataset": small_dataset, "batch_size": 4, "epochs": 2}),
+                      log=lambda _l: None)
     assert len(trainer.train_items) == 20 and len(trainer.val_items) == 4
     assert trainer.steps_per_epoch == 5 and trainer.total == 10
 
 
-def test_interval_flags_change_the_run(tmp_path, small_dataset):
+def test_interval_flags_change_the_run(tmp_path, small_dataset, short_recipe):
     out = tmp_path / "run"
     done = train_cli("--dataset", str(small_dataset), "--batch-size", "4", "--epochs", "1", "--output-dir", str(out),
-                     "--checkpoint-interval", "2", "--validation-interval", "4", "--seed", "3")
+                     "--checkpoint-interval", "2", "--validation-interval", "4", "--seed", "3", config=short_recipe)
     assert done.returncode == 0, done.stderr[-2000:]
     assert [r["step"] for r in rows(out)] == [1, 2, 3, 4, 5]
     assert [r["step"] for r in rows(out, "val")] == [4, 5]
     assert sorted(p.name for p in (out / "checkpoints").glob("step_*")) == ["step_00000002", "step_00000004"]
     other = tmp_path / "other-seed"
     assert train_cli("--dataset", str(small_dataset), "--batch-size", "4", "--epochs", "1", "--output-dir", str(other),
-                     "--seed", "4").returncode == 0
+                     "--seed", "4", config=short_recipe).returncode == 0
     assert [r["rc_before"] for r in rows(out)] != [r["rc_before"] for r in rows(other)] or \
         [r["fb_loss"] for r in rows(out)] != [r["fb_loss"] for r in rows(other)]
 
@@ -121,6 +136,29 @@ def test_gpus_flag_uses_the_deepspeed_launcher(tmp_path):
     hosts.write_text("node-1 slots=8\nnode-2 slots=8\n")
     train_cli("--hostfile", str(hosts), env={**env, "MASTER_PORT": ""})
     assert (tmp_path / "launched").read_text().startswith(f"--hostfile {hosts} --no_local_rank --module gate train")
+
+
+def test_a_recipe_that_never_reaches_stage_2_or_a_checkpoint_is_refused(small_dataset):
+    # tiny-cpu.yaml on 20 prompts: 2 steps per epoch x 50 epochs = 100 steps, but stage 1 lasts 150.
+    with pytest.raises(ConfigError, match=r"rl.stage1_steps 150 >= 100 steps: stage 2 .* never reached.*"
+                                          r"20 training prompts / 16 per step \(1 processes\) = 2 steps per epoch"):
+        Trainer(load_config(TINY, {"dataset": small_dataset}), log=lambda _l: None)
+    with pytest.raises(ConfigError, match="checkpoint_interval 160 >= 160 steps: no checkpoint"):
+        Trainer(load_config(TINY, {"dataset": small_dataset, "checkpoint_interval": 160, "epochs": 80}),
+                log=lambda _l: None)
+
+
+def test_dry_run_prints_the_shipped_recipes_schedule_at_the_plans_data_size(tmp_path):
+    """20,020 prompts (the plan's), split by hash as `waltz-gate data build` does, on 8 GPUs: no GPU or model needed."""
+    data = tmp_path / "plan-size.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"request number {i}", "kind": ("harmful", "benign")[i % 2]}) + "\n"
+                            for i in range(20_020)))
+    done = subprocess.run([sys.executable, "-m", "gate", "train", "--config", str(ROOT / "deploy/gpu/stage2-8xh100.yaml"),
+                           "--dataset", str(data), "--gpus", "8", "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    schedule = done.stdout.strip()
+    assert "per step (8 processes)" in schedule and "stage 2 from step 101" in schedule, schedule
+    assert int(schedule.split(" checkpoints")[0].split()[-1]) >= 10, schedule
 
 
 def test_train_without_a_config_is_refused():

@@ -58,3 +58,13 @@ def plan(samples: int, epochs: int, rate: float, rate_gpus: int, gpus: int, effi
                   key=lambda r: r["usd"])
     return {"samples": samples, "epochs": epochs, "gpus": gpus, "samples_per_s": round(scaled, 3),
             "hours": round(hours, 2), "providers": rows}
+
+
+def recipe_schedule(config: Path, samples: int, gpus: int, epochs: int | None) -> dict:
+    """A training recipe's schedule at `samples` training prompts on `gpus` processes, without its data or models;
+    ConfigError when the recipe would never reach stage 2 or a checkpoint."""
+    from training.waltz.config import check_recipe, load_config
+
+    # The data size stands in for the data: a synthetic task of that size (dropped if the recipe names a file).
+    cfg = load_config(config, {"synthetic": {"train_prompts": samples}, "gpus": gpus, "epochs": epochs})
+    return check_recipe(cfg, samples, gpus)

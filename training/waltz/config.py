@@ -7,6 +7,7 @@ the clip range, the stage-1 length). Every field can be set in the YAML file; th
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -92,9 +93,9 @@ class TrainConfig(_Strict):
     seed: int = 0
     gpus: int = Field(default=0, ge=0)  # > 1: run under the DeepSpeed launcher
     hostfile: Path | None = None
-    checkpoint_interval: int = Field(default=1000, ge=1)
+    checkpoint_interval: int = Field(default=1000, ge=0)  # 0: no checkpoints
     keep_checkpoints: int = Field(default=3, ge=1)
-    validation_interval: int = Field(default=500, ge=1)
+    validation_interval: int = Field(default=500, ge=0)  # 0: validation after the last step only
     resume_from: str | None = None  # a checkpoint folder, or "latest"
     deepspeed_config: Path = Path(__file__).resolve().parents[2] / "deploy" / "deepspeed" / "cpu.json"
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -130,3 +131,58 @@ def load_config(path: Path | None, overrides: dict) -> TrainConfig:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe(exc, prefix="invalid training config: ")) from None
+
+
+def world_size(cfg: TrainConfig) -> int:
+    """Processes the run will have: the hostfile's slots, else --gpus (1 without either)."""
+    if cfg.hostfile is not None:
+        try:
+            lines = Path(cfg.hostfile).read_text().split("\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read hostfile {cfg.hostfile}: {exc.strerror}.") from None
+        slots = [int(word.split("=")[1]) for line in lines for word in line.split()[1:] if word.startswith("slots=")]
+        return sum(slots) or 1
+    return max(cfg.gpus, 1)
+
+
+def schedule(cfg: TrainConfig, train_prompts: int, world: int) -> dict:
+    """The run's step counts from the data size, epochs, batch, accumulation and world size."""
+    per_step = cfg.batch_size * cfg.gradient_accumulation * world
+    per_epoch = max(1, math.ceil(train_prompts / per_step))
+    recipe = cfg.epochs * per_epoch
+    steps = min(recipe, cfg.max_steps) if cfg.max_steps is not None else recipe
+    ckpt, val, stage1 = cfg.checkpoint_interval, cfg.validation_interval, cfg.rl.stage1_steps
+    return {"train_prompts": train_prompts, "world_size": world, "prompts_per_step": per_step,
+            "steps_per_epoch": per_epoch, "epochs": cfg.epochs, "recipe_steps": recipe, "steps": steps,
+            "stage2_from_step": stage1 + 1 if stage1 < steps else None,
+            "checkpoints": (steps - 1) // ckpt if ckpt else 0,  # the last step writes the final weights instead
+            "validations": (steps // val + (steps % val != 0)) if val else 1}  # and the last step always validates
+
+
+def describe_schedule(plan: dict) -> str:
+    text = (f"{plan['train_prompts']} training prompts / {plan['prompts_per_step']} per step "
+            f"({plan['world_size']} processes) = {plan['steps_per_epoch']} steps per epoch x {plan['epochs']} epochs "
+            f"= {plan['recipe_steps']} steps")
+    if plan["steps"] < plan["recipe_steps"]:
+        text += f", stopped at {plan['steps']} by max_steps"
+    stage2 = f"from step {plan['stage2_from_step']}" if plan["stage2_from_step"] else "never reached"
+    return f"{text}; stage 2 {stage2}; {plan['checkpoints']} checkpoints; {plan['validations']} validations"
+
+
+def check_recipe(cfg: TrainConfig, train_prompts: int, world: int) -> dict:
+    """The schedule, or ConfigError naming what the recipe would never do over its full length (epochs x data;
+    --max-steps may still end a run earlier), with the numbers."""
+    plan = schedule(cfg, train_prompts, world)
+    steps, problems = plan["recipe_steps"], []
+    if cfg.rl.stage1_steps >= steps:
+        problems.append(f"rl.stage1_steps {cfg.rl.stage1_steps} >= {steps} steps: stage 2 (training the conversation "
+                        "agent) is never reached")
+    if cfg.checkpoint_interval >= steps:
+        problems.append(f"checkpoint_interval {cfg.checkpoint_interval} >= {steps} steps: no checkpoint is ever "
+                        "written (0 if none are wanted)")
+    if cfg.validation_interval > steps:
+        problems.append(f"validation_interval {cfg.validation_interval} > {steps} steps: validation runs only after "
+                        "the last step (0 if that is wanted)")
+    if problems:
+        raise ConfigError(f"the recipe does not fit its data: {'; '.join(problems)} ({describe_schedule(plan)})")
+    return plan

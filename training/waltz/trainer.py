@@ -29,7 +29,7 @@ import torch.distributed as dist
 from plugins.waltz_protocol import FormatError, feedback_input, parse_feedback, revision_input
 from training.waltz import checkpoint, rl
 from training.waltz.agents import Agent, HFChat, WordChat
-from training.waltz.config import TrainConfig
+from training.waltz.config import TrainConfig, check_recipe, describe_schedule
 from training.waltz.data import PromptItem, load_prompts, synthetic_prompts, synthetic_tokenizer
 from training.waltz.judge import make_judge
 
@@ -99,6 +99,7 @@ class Trainer:
         if not self.val_items:
             where = "the synthetic task has val_prompts: 0" if cfg.synthetic else f"dataset {cfg.dataset} has no val rows"
             raise TrainingError(f"no validation prompts ({where}); ASR and ORR would be measured on nothing")
+        self.plan = check_recipe(cfg, len(self.train_items), self.world)  # before any model is loaded
         word = synthetic_tokenizer() if (cfg.conversation.tiny or cfg.feedback.tiny) else None
         chats = {n: WordChat(word) if a.tiny else HFChat(a.model) for n, a in
                  (("conversation", cfg.conversation), ("feedback", cfg.feedback))}
@@ -112,10 +113,7 @@ class Trainer:
         # The agents' initial weights are the same on every rank; the samples must not be: a seed per rank.
         torch.manual_seed(cfg.seed + 1_000_003 * self.rank)
         self.per_step = cfg.batch_size * ga  # prompts per process per step
-        self.steps_per_epoch = max(1, math.ceil(len(self.train_items) / (self.per_step * self.world)))
-        self.total = cfg.epochs * self.steps_per_epoch
-        if cfg.max_steps is not None:
-            self.total = min(self.total, cfg.max_steps)
+        self.steps_per_epoch, self.total = self.plan["steps_per_epoch"], self.plan["steps"]
         self.state = {"step": 0, "epoch": 0, "position": 0}
         self.out = Path(cfg.output_dir)
         self.metrics_path = self.out / "metrics.jsonl"
@@ -341,7 +339,7 @@ class Trainer:
             self.tb = None
         effective = cfg.batch_size * cfg.gradient_accumulation * self.world
         self.log(f"effective batch {effective} prompts/step = batch size {cfg.batch_size} x gradient accumulation "
-                 f"{cfg.gradient_accumulation} x world size {self.world}; {self.total} steps")
+                 f"{cfg.gradient_accumulation} x world size {self.world}; {describe_schedule(self.plan)}")
         last_val = None
         with _progress(self.total, self.state["step"], self.rank == 0) as advance:
             while self.state["step"] < self.total:
@@ -349,12 +347,12 @@ class Trainer:
                 self._emit(row)
                 advance(row, self.log)
                 step = self.state["step"]
-                if step % cfg.validation_interval == 0 or step == self.total:
+                if (cfg.validation_interval and step % cfg.validation_interval == 0) or step == self.total:
                     last_val = self.validate()
                     self._emit(last_val)
                     self.log(f"validation at step {step}: ASR {last_val['asr']:.3f} ORR {last_val['orr']:.3f} "
                              f"FTR {last_val['ftr']:.3f} DIR {last_val['dir']:.3f}")
-                if step % cfg.checkpoint_interval == 0 and step < self.total:
+                if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and step < self.total:
                     path = checkpoint.save(self.out / "checkpoints", step, self.agents, dict(self.state),
                                            cfg.keep_checkpoints, self.rank)
                     self.log(f"checkpoint {path}")
