@@ -25,6 +25,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _EWMA = 0.2  # weight of the newest batch in the time-per-item estimate
+# Admit only with room to spare: the time per item rises under load before the estimate catches up, and an
+# item admitted that then times out costs the cores more than one refused at once.
+ADMISSION_MARGIN = 1.5
 
 
 class Overloaded(RuntimeError):
@@ -71,15 +74,17 @@ class MicroBatcher(Generic[T, R]):
         return self.depth / self.workers * self._per_item_s
 
     def estimated_wait_s(self) -> float:
-        """How long a new item would take to come back."""
-        return self.drain_s() + self._per_item_s
+        """How long a new item would take to come back: the items that must finish before a worker is free
+        for it, shared among the workers, then its own run."""
+        ahead = max(0, self.depth + 1 - self.workers)
+        return (ahead / self.workers + 1) * self._per_item_s
 
     def future(self, item: T, deadline: float | None = None) -> Future:
         """Queue one item due by ``deadline`` (time.perf_counter()); raises Overloaded when it cannot make it.
         The future resolves to its result, the batch function's exception, or DeadlineExceeded."""
         if deadline is not None:
             wait, left = self.estimated_wait_s(), deadline - time.perf_counter()
-            if wait > left:
+            if wait * ADMISSION_MARGIN > left:
                 raise Overloaded(wait, left)
         fut: Future = Future()
         self._queue.put((item, fut, deadline if deadline is not None else float("inf")))

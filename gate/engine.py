@@ -12,14 +12,15 @@ dropped unrun, so the cores go to checks that can still make their deadline.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 
-from gate.batching import DeadlineExceeded, MicroBatcher, Overloaded
+from gate.batching import MicroBatcher, Overloaded
 from gate.config import GateSettings
 from gate.metrics import GateMetrics
 from gate.policy import Policy
@@ -28,6 +29,33 @@ from gate.types import CheckRequest, Decision, Detection, Finding, Stage2Info, S
 
 # Decides the Stage 2 mode for one request, with the reason recorded in the verdict and audit log.
 ModeResolver = Callable[[CheckRequest], tuple[Stage2Mode, str]]
+
+
+@dataclass
+class _Job:
+    """One Stage 2 plugin's pending check: its future, its deadline, and (once known) result or exception."""
+
+    plugin: LoadedPlugin
+    future: Future
+    deadline: float
+    outcome: object = None
+
+
+@dataclass
+class _Run:
+    """One check between submitting Stage 2 and settling it."""
+
+    request: CheckRequest
+    start: float
+    deadline: float = 0.0
+    submitted: float = 0.0
+    mode: Stage2Mode = Stage2Mode.OFF
+    reason: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    stage2: list[Finding] = field(default_factory=list)
+    shadow: list[Finding] = field(default_factory=list)
+    jobs: list[_Job] = field(default_factory=list)
 
 
 class Gate:
@@ -106,36 +134,64 @@ class Gate:
 
     def check(self, request: CheckRequest, stage2_mode: Stage2Mode | None = None) -> Verdict:
         """Judge one request. ``stage2_mode`` overrides the flags (``waltz-gate check --stage2``)."""
-        start = time.perf_counter()
-        deadline = start + self.settings.budget_ms / 1000.0
-        correlation_id = request.context.correlation_id or uuid.uuid4().hex
-        timings: dict[str, float] = {}
+        run = self._start(request, stage2_mode)
+        for job in run.jobs:
+            try:
+                job.outcome = job.future.result(timeout=max(0.0, job.deadline - time.perf_counter()))
+            except Exception as exc:  # noqa: BLE001 - settled into a finding by _finish
+                job.outcome = exc
+        return self._finish(run)
 
-        findings: list[Finding] = []
+    async def check_async(self, request: CheckRequest, stage2_mode: Stage2Mode | None = None) -> Verdict:
+        """`check` for an event loop: Stage 1 runs inline, Stage 2 results are awaited, no thread is held."""
+        run = self._start(request, stage2_mode)
+        for job in run.jobs:
+            try:
+                job.outcome = await asyncio.wait_for(asyncio.wrap_future(job.future),
+                                                     timeout=max(0.0, job.deadline - time.perf_counter()))
+            except Exception as exc:  # noqa: BLE001 - settled into a finding by _finish
+                job.outcome = exc
+        return self._finish(run)
+
+    def _start(self, request: CheckRequest, stage2_mode: Stage2Mode | None) -> _Run:
+        """Stage 1, the Stage 2 mode, and Stage 2 submitted to its workers (or shed, or skipped)."""
+        run = _Run(request, time.perf_counter())
+        run.deadline = run.start + self.settings.budget_ms / 1000.0
         for plugin in self._stage1:
-            findings += self._run_inline(plugin, request, timings)
-        timings["stage1"] = _ms(time.perf_counter() - start)
+            run.findings += self._run_inline(plugin, request, run.timings)
+        run.timings["stage1"] = _ms(time.perf_counter() - run.start)
 
         if not self._stage2:
-            mode, reason = Stage2Mode.OFF, "no Stage 2 plugin loaded"
+            run.mode, run.reason = Stage2Mode.OFF, "no Stage 2 plugin loaded"
         elif stage2_mode is not None:
-            mode, reason = stage2_mode, "override"
+            run.mode, run.reason = stage2_mode, "override"
         else:
-            mode, reason = self._modes(request)
-        shadow: list[Finding] = []
-        if mode != Stage2Mode.OFF:
-            stage1_blocked = any(f.action == Decision.BLOCK for f in findings)
-            t2 = time.perf_counter()
-            stage2 = (
-                [self._skipped(p, "stage 1 already blocked") for p in self._stage2]
-                if stage1_blocked
-                else self._run_stage2(self._stage2, request, deadline, timings)
-            )
-            timings["stage2"] = _ms(time.perf_counter() - t2)
-            (findings if mode == Stage2Mode.ENFORCE else shadow).extend(stage2)
+            run.mode, run.reason = self._modes(request)
+        if run.mode == Stage2Mode.OFF:
+            return run
+        run.submitted = time.perf_counter()
+        if any(f.action == Decision.BLOCK for f in run.findings):
+            run.stage2 = [self._skipped(p, "stage 1 already blocked") for p in self._stage2]
+            return run
+        for p in self._stage2:
+            deadline = min(run.submitted + p.timeout_s, run.deadline)
+            try:
+                run.jobs.append(_Job(p, self._batchers[p.name].future(request, deadline), deadline))
+            except Overloaded as exc:
+                self.metrics.stage2_shed.labels(p.name).inc()
+                run.stage2.append(self._failed(p, Status.SHED, f"shed: {exc}", 0.0, run.timings))
+        return run
 
-        verdict = self._verdict(request, findings, shadow, mode, reason, correlation_id, timings, start)
-        self.metrics.requests.labels(verdict.decision, mode).inc()
+    def _finish(self, run: _Run) -> Verdict:
+        for job in run.jobs:
+            run.stage2 += self._settle(job, time.perf_counter() - run.submitted, run.timings)
+        if run.mode != Stage2Mode.OFF:
+            run.timings["stage2"] = _ms(time.perf_counter() - run.submitted)
+            (run.findings if run.mode == Stage2Mode.ENFORCE else run.shadow).extend(run.stage2)
+        correlation_id = run.request.context.correlation_id or uuid.uuid4().hex
+        verdict = self._verdict(run.request, run.findings, run.shadow, run.mode, run.reason, correlation_id,
+                                run.timings, run.start)
+        self.metrics.requests.labels(verdict.decision, run.mode).inc()
         self.metrics.latency.labels(verdict.decision).observe(verdict.latency_ms / 1000.0)
         return verdict
 
@@ -152,32 +208,15 @@ class Gate:
             return [self._failed(plugin, Status.TIMEOUT, f"took {_ms(elapsed)} ms, over its timeout", elapsed, timings)]
         return self._wrap(plugin, result, elapsed, timings)
 
-    def _run_stage2(
-        self, plugins: list[LoadedPlugin], request: CheckRequest, deadline: float, timings: dict[str, float]
-    ) -> list[Finding]:
-        submitted = time.perf_counter()
-        out: list[Finding] = []
-        futures: list[tuple[LoadedPlugin, Future, float]] = []
-        for p in plugins:
-            plugin_deadline = min(submitted + p.timeout_s, deadline)
-            try:
-                futures.append((p, self._batchers[p.name].future(request, plugin_deadline), plugin_deadline))
-            except Overloaded as exc:
-                self.metrics.stage2_shed.labels(p.name).inc()
-                out.append(self._failed(p, Status.SHED, f"shed: {exc}", 0.0, timings))
-        for plugin, future, plugin_deadline in futures:
-            try:
-                result = future.result(timeout=max(0.0, plugin_deadline - time.perf_counter()))
-            except (FutureTimeout, DeadlineExceeded):
-                future.cancel()
-                out.append(self._failed(plugin, Status.TIMEOUT, "deadline exceeded", time.perf_counter() - submitted, timings))
-                continue
-            except Exception as exc:
-                msg = f"{type(exc).__name__}: {exc}"
-                out.append(self._failed(plugin, Status.ERROR, msg, time.perf_counter() - submitted, timings))
-                continue
-            out += self._wrap(plugin, result, time.perf_counter() - submitted, timings)
-        return out
+    def _settle(self, job: _Job, elapsed: float, timings: dict[str, float]) -> list[Finding]:
+        """A Stage 2 job's outcome as findings: its detections, or a timeout/error finding."""
+        outcome = job.outcome
+        if isinstance(outcome, TimeoutError):  # waited out, or dropped unrun (DeadlineExceeded)
+            job.future.cancel()
+            return [self._failed(job.plugin, Status.TIMEOUT, "deadline exceeded", elapsed, timings)]
+        if isinstance(outcome, Exception):
+            return [self._failed(job.plugin, Status.ERROR, f"{type(outcome).__name__}: {outcome}", elapsed, timings)]
+        return self._wrap(job.plugin, outcome, elapsed, timings)
 
     # -- findings ---------------------------------------------------------------------------------
 

@@ -7,9 +7,9 @@ returned. Under overload, a check whose enforced Stage 2 was shed at admission (
 503 with Retry-After instead of an unchecked verdict; the batch endpoint returns such verdicts marked
 degraded (and bypassed under fail-open), like any other Stage 2 failure.
 
-Where a check can block (Stage 2 plugins loaded, or fsync on every audit line) it runs in a worker
-thread. Otherwise it runs on the event loop: Stage 1 plugins must not block (gate/hookspecs.py) and take
-microseconds, less than a thread hop costs (benchmarks/RESULTS.md).
+A check runs on the event loop: Stage 1 plugins must not block (gate/hookspecs.py) and take microseconds,
+less than a thread hop costs (benchmarks/RESULTS.md); Stage 2 runs on its micro-batching workers and the
+loop awaits the result. Only an audit fsync on every line goes to a worker thread.
 """
 
 from __future__ import annotations
@@ -177,18 +177,19 @@ def create_app(settings: GateSettings, gate: Gate | None = None) -> FastAPI:
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise HTTPException(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    def checked(request: CheckRequest) -> Verdict:
-        verdict = gate.check(request)
+    async def run_check(request: CheckRequest) -> Verdict:
+        # Stage 1 runs on the event loop (microseconds); Stage 2 runs on its own workers and is awaited, so
+        # no thread waits per request. Only an fsync per audit line blocks long enough to need a thread.
+        verdict = await gate.check_async(request)
         if audit is not None:
-            audit.write(record(request, verdict, raw_text))
+            line = record(request, verdict, raw_text)
+            if fsync_each:
+                await anyio.to_thread.run_sync(audit.write, line)
+            else:
+                audit.write(line)
         return verdict
 
-    async def run_check(request: CheckRequest) -> Verdict:
-        if blocking:
-            return await anyio.to_thread.run_sync(checked, request)
-        return checked(request)
-
-    blocking = gate.has_stage2 or (audit is not None and audit_settings.fsync == "always")
+    fsync_each = audit is not None and audit_settings.fsync == "always"
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -73,10 +73,10 @@ def test_queued_work_past_its_deadline_or_abandoned_is_dropped_unrun():
 
 
 def test_the_gate_sheds_under_overload_and_says_so(plugin_site):
-    # One worker, a plugin taking 50 ms: at a 200 ms deadline about four can wait; the rest are shed
-    # at once with the stage's failure policy (open: bypassed), never a silent allow.
-    settings = GateSettings(plugins=["batch_recorder"], budget_ms=200,
-                            plugin_settings={"batch_recorder": {"timeout_ms": 200, "settings": {"sleep_s": 0.05}}},
+    # One worker, a plugin taking 50 ms: at a 300 ms deadline (and the admission margin) about four can
+    # wait; the rest are shed at once with the stage's failure policy (open: bypassed), never a silent allow.
+    settings = GateSettings(plugins=["batch_recorder"], budget_ms=300,
+                            plugin_settings={"batch_recorder": {"timeout_ms": 300, "settings": {"sleep_s": 0.05}}},
                             stage2={"flags": False, "mode": "enforce", "workers": 1, "max_batch": 1, "max_wait_ms": 0})
     gate = Gate.from_settings(settings)
     gate.check(CheckRequest(prompt="warm", response="up"))  # the time per item is measured
