@@ -305,8 +305,9 @@ def train(
                *(["--master_port", os.environ["MASTER_PORT"]] if os.environ.get("MASTER_PORT") else []),
                "--no_local_rank", "--module", "gate", *sys.argv[1:]]
         raise typer.Exit(subprocess.call(cmd, env={**os.environ, "WALTZ_GATE_LAUNCHED": "1"}))
-    from training.waltz.trainer import Trainer, TrainingError
+    from training.waltz.trainer import Trainer, TrainingError, oom_advice
 
+    trainer = None
     try:
         trainer = Trainer(cfg, log=lambda line: typer.echo(line, err=False))
         trainer.run()
@@ -314,11 +315,7 @@ def train(
         raise UsageError(str(exc)) from None
     except Exception as exc:
         if "out of memory" in str(exc).lower():
-            per, ga = cfg.batch_size, cfg.gradient_accumulation
-            hint = (f"--batch-size {max(1, per // 2)} --gradient-accumulation {ga * 2}" if per > 1
-                    else "a smaller model, LoRA (lora_rank) or gradient_checkpointing")
-            raise UsageError(f"out of memory at batch size {per} x accumulation {ga}; try {hint}, "
-                             "which keeps the effective batch") from None
+            raise UsageError(oom_advice(cfg, trainer.phase if trainer else "loading")) from None
         raise
 
 

@@ -73,3 +73,18 @@ def test_equal_returns_are_not_blown_up_into_noise():
     values = torch.tensor([[1.0, 1.0 + 1e-5], [1.0 - 1e-5, 1.0]])
     out = rl.normalise(values, torch.ones(2, 2))
     assert out.abs().max().item() < 1e-3
+
+
+def test_chunked_logprobs_equal_the_full_log_softmax_and_its_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11, requires_grad=True)
+    tokens = torch.randint(0, 11, (3, 5))
+    tokens[0, 0] = 2  # a token that is never sampled
+    full = torch.log_softmax(logits.index_fill(-1, torch.tensor([2]), float("-inf")), -1).gather(-1, tokens[..., None])[..., 0]
+    chunked = rl.token_logprobs(logits, tokens, never=(2,), chunk=4)  # 15 positions: chunks of 4, 4, 4, 3
+    finite = torch.isfinite(full)
+    assert chunked[0, 0] == float("-inf") and torch.allclose(chunked[finite], full[finite], atol=1e-6)
+    (grad_full,) = torch.autograd.grad(full[finite].sum(), logits)
+    (grad_chunked,) = torch.autograd.grad(chunked[finite].sum(), logits)
+    assert torch.allclose(grad_full, grad_chunked, atol=1e-6)
+    assert rl.token_logprobs(logits.detach().bfloat16(), tokens, chunk=4).dtype == torch.float32

@@ -289,3 +289,67 @@ def test_unjudged_answers_stay_out_of_the_update(tmp_path):
     a.judge = _Unsure()
     row = a.step()
     assert row["judge_failures"] == 16 and row["label_acc"] == 0.0
+
+
+def test_logprobs_of_a_padded_batch_equal_each_rows_own(tmp_path):
+    trainer = Trainer(load_config(TINY, {"output_dir": tmp_path}), log=lambda _line: None)
+    agent = trainer.fb
+    roll = trainer.rollout(trainer.train_items[:3])
+    prompts = [roll["fb_in"][0], roll["fb_in"][1][5:], roll["fb_in"][2][9:]]  # three prompt lengths
+    responses = roll["fb_ids"]
+    with torch.no_grad():
+        got = agent.logprobs(agent.batch(prompts, responses))
+        for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+            logits = agent.module(input_ids=torch.tensor([p + r])).logits[0, len(p) - 1 : len(p) + len(r) - 1]
+            logits[:, agent.never] = float("-inf")
+            own = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r)[:, None])[:, 0]
+            assert torch.allclose(got[i, : len(r)], own, atol=1e-5)
+            assert (got[i, len(r) :] == 0).all()
+
+
+def test_scoring_passes_run_per_micro_batch_over_the_response_columns(tmp_path):
+    trainer = Trainer(load_config(TINY, {"output_dir": tmp_path, "batch_size": 2, "gradient_accumulation": 3}),
+                      log=lambda _line: None)
+    roll = trainer.rollout(trainer.train_items[:6])
+    seen = []  # (rows, logit columns, longest response in the micro-batch) of each forward pass
+
+    def record(_module, _args, kwargs, out):
+        seen.append((len(kwargs["input_ids"]), out.logits.shape[1]))
+
+    trainer.fb.module.register_forward_hook(record, with_kwargs=True)
+    trainer.update(trainer.fb, [(roll["fb_in"], roll["fb_ids"], [1.0, 0.0, 0.5, 0.0, 1.0, 0.25])])
+    longest = [max(len(r) for r in roll["fb_ids"][i : i + 2]) for i in (0, 2, 4)]
+    assert seen == [(2, n + 1) for n in longest] * 2  # scoring, then training, one micro-batch at a time
+
+
+def test_generation_batch_and_dummy_calls_under_zero3(tmp_path, monkeypatch):
+    trainer = Trainer(load_config(TINY, {"output_dir": tmp_path, "batch_size": 8, "generation_batch": 3}),
+                      log=lambda _line: None)
+    sizes = []
+    generate = trainer.conv.generate
+    monkeypatch.setattr(trainer.conv, "generate", lambda rows, greedy=False: sizes.append(len(rows)) or generate(rows, greedy))
+    prompts = [trainer.conv.chat.encode_chat("s", item.prompt) for item in trainer.train_items[:8]]
+    assert len(trainer._generate(trainer.conv, prompts, False, filler=prompts[0])) == 8 and sizes == [3, 3, 2]
+    sizes.clear()
+    # Another rank has five calls to make: this one follows with one-row dummies, and keeps none of them.
+    trainer.conv.synced_gpus = True
+    monkeypatch.setattr(trainer, "_reduce", lambda values, op="sum": [5.0] if op == "max" else values)
+    assert len(trainer._generate(trainer.conv, prompts, False, filler=prompts[0])) == 8 and sizes == [3, 3, 2, 1, 1]
+    assert trainer._generate(trainer.conv, [], False, filler=prompts[0]) == [] and sizes[-5:] == [1] * 5
+
+
+@pytest.mark.parametrize("where,advice", [("generate", "set generation_batch: 8 in the config"),
+                                          ("logprobs", "scoring passes, 16 rows per micro-batch; try --batch-size 8 "
+                                                       "--gradient-accumulation 2")])
+def test_out_of_memory_advice_names_the_setting_that_shrinks_what_failed(tmp_path, monkeypatch, where, advice):
+    from typer.testing import CliRunner
+
+    from gate.cli import app
+    from training.waltz.agents import Agent
+
+    def out_of_memory(*_args, **_kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Agent, where, out_of_memory)
+    done = CliRunner().invoke(app, ["train", "--config", str(TINY), "--output-dir", str(tmp_path), "--max-steps", "1"])
+    assert advice in str(done.exception), done.exception

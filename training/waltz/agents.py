@@ -132,31 +132,36 @@ class Agent:
     # -- log-probabilities ------------------------------------------------------------------------
 
     def batch(self, prompts: list[list[int]], responses: list[list[int]]) -> dict[str, torch.Tensor]:
-        """Right-padded prompt+response ids, and a mask over the response tokens (as targets)."""
-        width = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
-        ids = torch.full((len(prompts), width), self.chat.pad_id, dtype=torch.long)
+        """Prompts left-padded and responses right-padded (each response starts at the same column, as in
+        generation), position ids counted from each row's first token, and a [rows, longest response] mask over
+        the response tokens."""
+        left = max(map(len, prompts))
+        width = max(map(len, responses))
+        ids = torch.full((len(prompts), left + width), self.chat.pad_id, dtype=torch.long)
         attn = torch.zeros_like(ids)
-        target = torch.zeros((len(prompts), width - 1), dtype=torch.float32)
+        mask = torch.zeros((len(prompts), width), dtype=torch.float32)
         for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-            seq = p + r
-            ids[i, : len(seq)] = torch.tensor(seq)
-            attn[i, : len(seq)] = 1
-            target[i, len(p) - 1 : len(seq) - 1] = 1.0  # logits at t predict token t+1
-        return {"input_ids": ids.to(self.device), "attention_mask": attn.to(self.device), "mask": target.to(self.device)}
+            ids[i, left - len(p) : left + len(r)] = torch.tensor(p + r)
+            attn[i, left - len(p) : left + len(r)] = 1
+            mask[i, : len(r)] = 1.0
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": ids.to(self.device), "attention_mask": attn.to(self.device),
+                "position_ids": positions.to(self.device), "mask": mask.to(self.device)}
 
     def logprobs(self, batch: dict, reference: bool = False) -> torch.Tensor:
+        """[rows, longest response] log-probabilities of the response tokens (0 where masked). The model computes
+        logits for the response columns only, and the log-softmax runs in chunks (rl.token_logprobs)."""
         from training.waltz.rl import token_logprobs
 
         if reference and self.lora:
             model, ctx = self.module, self.module.disable_adapter()
         else:
             model, ctx = (self.ref if reference else self.engine), nullcontext()
+        width = batch["mask"].shape[1]
         with ctx:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        if self.never:
-            logits = logits.clone()
-            logits[..., self.never] = float("-inf")
-        logp = token_logprobs(logits[:, :-1], batch["input_ids"][:, 1:])
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           position_ids=batch["position_ids"], logits_to_keep=width + 1).logits
+        logp = token_logprobs(logits[:, :-1], batch["input_ids"][:, -width:], tuple(self.never))
         return logp.masked_fill(batch["mask"] == 0, 0.0)  # padding targets are -inf once masked: keep them out
 
     def save_pretrained(self, folder, rank: int) -> None:

@@ -88,6 +88,7 @@ class TrainConfig(_Strict):
     epochs: int = Field(default=1, ge=1)
     batch_size: int = Field(default=8, ge=1)  # prompts per micro-batch per process
     gradient_accumulation: int = Field(default=1, ge=1)
+    generation_batch: int | None = Field(default=None, ge=1)  # rows per generate call (default: all of a step's)
     learning_rate: float = Field(default=5e-6, gt=0)
     max_steps: int | None = Field(default=None, ge=1)
     seed: int = 0

@@ -79,11 +79,28 @@ def ds_config(cfg: TrainConfig, accumulation: int) -> dict:
     return config
 
 
+def oom_advice(cfg: TrainConfig, phase: str) -> str:
+    """Which setting shrinks what ran out of memory."""
+    per, ga = cfg.batch_size, cfg.gradient_accumulation
+    if phase == "generation":
+        rows = cfg.generation_batch or per * ga
+        shrink = f"generation_batch: {max(1, rows // 2)}" if rows > 1 else "a lower max_new_tokens"
+        return (f"out of memory generating {rows} rows at once (generation_batch, default batch size x accumulation); "
+                f"set {shrink} in the config, which keeps the batch")
+    if phase in ("scoring", "update"):
+        fix = (f"--batch-size {max(1, per // 2)} --gradient-accumulation {ga * 2}, which keeps the effective batch"
+               if per > 1 else "gradient_checkpointing: true, LoRA (lora_rank) or a lower max_new_tokens")
+        return f"out of memory in the {phase} passes, {per} rows per micro-batch; try {fix}"
+    return ("out of memory loading the agents; try ZeRO-3 (deploy/deepspeed/zero3-bf16-8xh100.json), precision: bf16, "
+            "LoRA (lora_rank) or smaller models")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, log=print):
         from deepspeed.accelerator import get_accelerator
 
         self.cfg, self.log = cfg, log
+        self.phase = "loading"  # what the run is doing, for out-of-memory advice (oom_advice)
         self.rank, self.world = _init_distributed("gloo" if get_accelerator().device_name() == "cpu" else "nccl")
         self.log = log if self.rank == 0 else (lambda _line: None)
         random.seed(cfg.seed)
@@ -144,12 +161,22 @@ class Trainer:
         return t.tolist()
 
     def _generate(self, agent: Agent, prompts: list[list[int]], greedy: bool, filler: list[int]) -> list[list[int]]:
-        """agent.generate over this rank's prompts. Under ZeRO-3 every forward pass is collective, so when
-        another rank has prompts and this one has none, it generates for a dummy row (`filler`, dropped)."""
-        if agent.synced_gpus and self._reduce([len(prompts)], "max")[0] > 0 and not prompts:
-            agent.generate([filler], greedy)
-            return []
-        return agent.generate(prompts, greedy) if prompts else []
+        """agent.generate over this rank's prompts, `generation_batch` rows per call. Under ZeRO-3 every forward
+        pass is collective, so a rank with fewer calls to make (fewer flagged answers to revise) makes dummy
+        calls on one row (`filler`, dropped) until every rank is done."""
+        self.phase = "generation"
+        size = self.cfg.generation_batch or max(len(prompts), 1)
+        calls = math.ceil(len(prompts) / size)
+        if agent.synced_gpus:
+            calls = int(self._reduce([calls], "max")[0])
+        out = []
+        for k in range(calls):
+            part = prompts[k * size : (k + 1) * size]
+            if part:
+                out += agent.generate(part, greedy)
+            else:
+                agent.generate([filler], greedy)
+        return out
 
     # -- one rollout ---------------------------------------------------------------------------------
 
@@ -157,10 +184,10 @@ class Trainer:
         cfg, judge = self.cfg, judge or self.judge
         prompts = [it.prompt for it in items]
         conv_in = [self.conv.chat.encode_chat(cfg.conversation.system_prompt, p) for p in prompts]
-        c0_ids = self.conv.generate(conv_in, greedy)
+        c0_ids = self._generate(self.conv, conv_in, greedy, filler=conv_in[0])
         c0 = [self.conv.chat.decode(ids) for ids in c0_ids]
         fb_in = [self.fb.chat.encode_chat(cfg.feedback.system_prompt, feedback_input(p, c)) for p, c in zip(prompts, c0)]
-        fb_ids = self.fb.generate(fb_in, greedy)
+        fb_ids = self._generate(self.fb, fb_in, greedy, filler=fb_in[0])
         verdicts = []
         for ids in fb_ids:
             try:
@@ -184,45 +211,56 @@ class Trainer:
 
     def update(self, agent: Agent, groups: list[tuple[list, list, list[float]]]) -> tuple[float, float]:
         """One optimizer step on one agent. `groups` are (prompts, responses, rewards), each split into the
-        configured number of micro-batches; the engine's accumulation spans all of them. A reward of None (the
-        judge could not label the answer) leaves its row out."""
+        configured number of micro-batches; the engine's accumulation spans all of them. The scoring passes (old
+        and reference log-probs) run per micro-batch too. A reward of None (the judge could not label the
+        answer) leaves its row out."""
         cfg, ga = self.cfg, self.cfg.gradient_accumulation
         prompts = [p for g in groups for p in g[0]]
         responses = [r for g in groups for r in g[1]]
         given = [x for g in groups for x in g[2]]
-        rewards = torch.tensor([x or 0.0 for x in given], dtype=torch.float32, device=agent.device)
-        full = agent.batch(prompts, responses)
-        full["mask"] = full["mask"] * torch.tensor([x is not None for x in given], device=agent.device)[:, None]
+        # Rows of each group, cut into `ga` micro-batches. An empty one gets a zero-weight dummy row: the engine
+        # still counts it, and under ZeRO-3 every rank runs as many forward passes.
+        batches, rewards, start = [], [], 0
+        for g in groups:
+            for rows in torch.tensor_split(torch.arange(start, start + len(g[0])), ga):
+                rows = rows.tolist()
+                b = agent.batch([prompts[i] for i in rows or [0]], [responses[i] for i in rows or [0]])
+                keep = [given[i] is not None for i in rows] if rows else [False]
+                b["mask"] = b["mask"] * torch.tensor(keep, device=agent.device)[:, None]
+                batches.append(b)
+                rewards += [given[i] or 0.0 for i in rows] or [0.0]
+            start += len(g[0])
+        width = max(b["mask"].shape[1] for b in batches)
+
+        def stack(parts: list[torch.Tensor]) -> torch.Tensor:  # [rows, width], zero-padded per micro-batch
+            return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in parts])
+
+        self.phase = "scoring"
         agent.engine.eval()  # scoring passes: deterministic, nothing to recompute
         with torch.no_grad():
-            old = agent.logprobs(full)
-            ref = agent.logprobs(full, reference=True)
-        returns, kl = rl.returns_with_kl(rewards, old, ref, full["mask"], cfg.rl.kl_coef)
-        adv = rl.normalise(returns, full["mask"])
-        tokens = full["mask"].sum().clamp(min=1)
-        kl_sum, all_tokens = self._reduce([float(kl.sum()), float(full["mask"].sum())])
+            old = stack([agent.logprobs(b) for b in batches])
+            ref = stack([agent.logprobs(b, reference=True) for b in batches])
+        mask = stack([b["mask"] for b in batches])
+        rewards = torch.tensor(rewards, dtype=torch.float32, device=agent.device)
+        returns, kl = rl.returns_with_kl(rewards, old, ref, mask, cfg.rl.kl_coef)
+        adv = rl.normalise(returns, mask)
+        tokens = mask.sum().clamp(min=1)
+        kl_sum, all_tokens = self._reduce([float(kl.sum()), float(mask.sum())])
         kl_mean = kl_sum / max(all_tokens, 1.0)
+        self.phase = "update"
         # generate() left the model in eval mode, in which gradient checkpointing does not run.
         agent.engine.train()
-        # Rows of each group, cut into `ga` micro-batches (possibly empty: the engine still counts them).
-        chunks, start = [], 0
-        for g in groups:
-            rows = torch.arange(start, start + len(g[0]))
-            chunks += list(torch.tensor_split(rows, ga))
-            start += len(g[0])
+        offsets = np.cumsum([0] + [len(b["mask"]) for b in batches])
         total_loss = 0.0
         for _ in range(cfg.rl.update_epochs):
-            for rows in chunks:
-                weight = 1.0
-                if len(rows) == 0:  # an empty micro-batch: a zero-weight pass keeps the accumulation count
-                    rows, weight = torch.tensor([0]), 0.0
-                sub = {k: v[rows] for k, v in full.items()}
-                lp = agent.logprobs(sub)
-                mask = sub["mask"] * weight
-                loss = rl.clipped_loss(lp, old[rows], adv[rows], mask, cfg.rl.clip) * (mask.sum() / tokens) * len(chunks)
+            for b, lo, hi in zip(batches, offsets[:-1], offsets[1:]):
+                cols = b["mask"].shape[1]
+                m = mask[lo:hi, :cols]
+                lp = agent.logprobs(b)
+                loss = rl.clipped_loss(lp, old[lo:hi, :cols], adv[lo:hi, :cols], m, cfg.rl.clip) * (m.sum() / tokens) * len(batches)
                 agent.engine.backward(loss)
                 agent.engine.step()
-                total_loss += float(loss.item()) / len(chunks)
+                total_loss += float(loss.item()) / len(batches)
         return self._reduce([total_loss / cfg.rl.update_epochs])[0] / self.world, kl_mean
 
     def step(self) -> dict:
