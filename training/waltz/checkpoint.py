@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -31,8 +32,10 @@ def save(root: Path, step: int, agents: dict, state: dict, keep: int, rank: int)
     _barrier()
     for name, agent in agents.items():
         agent.engine.save_checkpoint(str(tmp / name), tag="state")
-    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-               tmp / f"rng_rank{rank}.pt")
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():  # sampling on a GPU draws from the CUDA generators
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, tmp / f"rng_rank{rank}.pt")
     _barrier()
     if rank == 0:
         (tmp / STATE).write_text(json.dumps(state, indent=2))
@@ -48,17 +51,27 @@ def save(root: Path, step: int, agents: dict, state: dict, keep: int, rank: int)
 
 
 def resolve(root: Path, spec: str) -> Path:
-    """A checkpoint folder from --resume-from: a path, or "latest" under the output folder."""
+    """The checkpoint folder --resume-from names, under `root` (the output folder's checkpoints): "latest", a step
+    number ("300"), a checkpoint folder, or the plan's file form ".../step_300.pt" (the folder step_00000300
+    beside it, or under `root`)."""
     if spec == "latest":
         pointer = root / "latest"
         if not pointer.is_file():
             raise FileNotFoundError(f"no checkpoint under {root} to resume from (no 'latest' file)")
-        path = root / pointer.read_text().strip()
+        candidates = [root / pointer.read_text().strip()]
+    elif spec.isdigit():
+        candidates = [root / f"step_{int(spec):08d}"]
     else:
         path = Path(spec)
-    if not (path / STATE).is_file():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE})")
-    return path
+        candidates = [path]
+        step = re.fullmatch(r"step_(\d+)(\.pt)?", path.name)
+        if step:
+            candidates += [path.parent / f"step_{int(step[1]):08d}", root / f"step_{int(step[1]):08d}"]
+    for path in candidates:
+        if (path / STATE).is_file():
+            return path
+    tried = " or ".join(str(p) for p in dict.fromkeys(candidates))
+    raise FileNotFoundError(f"--resume-from {spec}: no complete checkpoint at {tried} (a checkpoint folder holds {STATE})")
 
 
 def load(path: Path, agents: dict, rank: int) -> dict:
@@ -68,4 +81,6 @@ def load(path: Path, agents: dict, rank: int) -> dict:
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])
     torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return json.loads((path / STATE).read_text())
