@@ -264,7 +264,7 @@ def train(
     hostfile: Annotated[Path | None, typer.Option(help="DeepSpeed hostfile for a multi-node run.")] = None,
     checkpoint_interval: Annotated[int | None, typer.Option(min=0, help="Steps between checkpoints (0: none).")] = None,
     validation_interval: Annotated[int | None, typer.Option(min=0, help="Steps between validations (0: at the end).")] = None,
-    resume_from: Annotated[str | None, typer.Option(help="A checkpoint folder, or 'latest'.")] = None,
+    resume_from: Annotated[str | None, typer.Option(help="'latest', a step number, a checkpoint folder or .../step_N.pt.")] = None,
     gradient_accumulation: Annotated[int | None, typer.Option(min=1)] = None,
     max_steps: Annotated[int | None, typer.Option(min=1)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
