@@ -139,10 +139,10 @@ def test_gpus_flag_uses_the_deepspeed_launcher(tmp_path):
 
 
 def test_a_recipe_that_never_reaches_stage_2_or_a_checkpoint_is_refused(small_dataset):
-    # tiny-cpu.yaml on 20 prompts: 2 steps per epoch x 50 epochs = 100 steps, but stage 1 lasts 150.
+    # tiny-cpu.yaml on 20 prompts for 50 epochs: 2 steps per epoch x 50 = 100 steps, but stage 1 lasts 150.
     with pytest.raises(ConfigError, match=r"rl.stage1_steps 150 >= 100 steps: stage 2 .* never reached.*"
                                           r"20 training prompts / 16 per step \(1 processes\) = 2 steps per epoch"):
-        Trainer(load_config(TINY, {"dataset": small_dataset}), log=lambda _l: None)
+        Trainer(load_config(TINY, {"dataset": small_dataset, "epochs": 50}), log=lambda _l: None)
     with pytest.raises(ConfigError, match="checkpoint_interval 160 >= 160 steps: no checkpoint"):
         Trainer(load_config(TINY, {"dataset": small_dataset, "checkpoint_interval": 160, "epochs": 80}),
                 log=lambda _l: None)
