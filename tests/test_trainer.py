@@ -291,16 +291,19 @@ def test_unjudged_answers_stay_out_of_the_update(tmp_path):
     assert row["judge_failures"] == 16 and row["label_acc"] == 0.0
 
 
-def test_logprobs_of_a_padded_batch_equal_each_rows_own(tmp_path):
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_logprobs_of_a_padded_batch_equal_each_rows_own(tmp_path, temperature):
+    """Each row's log-probs under softmax(logits / temperature), the distribution its answer was sampled from."""
     trainer = Trainer(load_config(TINY, {"output_dir": tmp_path}), log=lambda _line: None)
     agent = trainer.fb
+    agent.cfg.temperature = temperature
     roll = trainer.rollout(trainer.train_items[:3])
     prompts = [roll["fb_in"][0], roll["fb_in"][1][5:], roll["fb_in"][2][9:]]  # three prompt lengths
     responses = roll["fb_ids"]
     with torch.no_grad():
         got = agent.logprobs(agent.batch(prompts, responses))
         for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-            logits = agent.module(input_ids=torch.tensor([p + r])).logits[0, len(p) - 1 : len(p) + len(r) - 1]
+            logits = agent.module(input_ids=torch.tensor([p + r])).logits[0, len(p) - 1 : len(p) + len(r) - 1] / temperature
             logits[:, agent.never] = float("-inf")
             own = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r)[:, None])[:, 0]
             assert torch.allclose(got[i, : len(r)], own, atol=1e-5)

@@ -161,7 +161,9 @@ class Agent:
         with ctx:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            position_ids=batch["position_ids"], logits_to_keep=width + 1).logits
-        logp = token_logprobs(logits[:, :-1], batch["input_ids"][:, -width:], tuple(self.never))
+        # At the sampling temperature: the ratio and the KL compare the distributions the answers came from.
+        logp = token_logprobs(logits[:, :-1], batch["input_ids"][:, -width:], tuple(self.never),
+                              temperature=self.cfg.temperature)
         return logp.masked_fill(batch["mask"] == 0, 0.0)  # padding targets are -inf once masked: keep them out
 
     def save_pretrained(self, folder, rank: int) -> None:

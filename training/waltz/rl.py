@@ -32,24 +32,25 @@ def feedback_reward(fmt_ok: bool, label_ok: bool, dir_: float, alpha: float, lam
 LOGP_CHUNK = 256  # positions per fp32 log-softmax: 128 MB at a 128k vocabulary
 
 
-def _chunk_logprobs(logits: torch.Tensor, tokens: torch.Tensor, never: tuple[int, ...]) -> torch.Tensor:
-    x = logits.float()
+def _chunk_logprobs(logits: torch.Tensor, tokens: torch.Tensor, never: tuple[int, ...], temperature: float) -> torch.Tensor:
+    x = logits.float() / temperature
     if never:  # out of place: for fp32 logits, x is the model's own tensor
         x = x.index_fill(-1, torch.tensor(never, device=x.device), float("-inf"))
     return x.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(x, dim=-1)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, never: tuple[int, ...] = (),
-                   chunk: int = LOGP_CHUNK) -> torch.Tensor:
-    """log p(tokens[:, t] | ...) from logits aligned so that logits[:, t] predicts tokens[:, t]; `never` tokens
-    have probability 0. The fp32 log-softmax runs over `chunk` positions at a time, and under autograd each
+                   chunk: int = LOGP_CHUNK, temperature: float = 1.0) -> torch.Tensor:
+    """log p(tokens[:, t] | ...) under softmax(logits / temperature), the distribution sampled from, with logits
+    aligned so that logits[:, t] predicts tokens[:, t]; `never` tokens have probability 0. The fp32 log-softmax runs over `chunk` positions at a time, and under autograd each
     chunk is recomputed in backward instead of kept: no fp32 copy of the whole [B, T, vocabulary] exists."""
     from torch.utils.checkpoint import checkpoint
 
     flat, targets = logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1)
     grad = torch.is_grad_enabled() and flat.requires_grad
-    parts = [checkpoint(_chunk_logprobs, flat[i : i + chunk], targets[i : i + chunk], never, use_reentrant=False)
-             if grad else _chunk_logprobs(flat[i : i + chunk], targets[i : i + chunk], never)
+    parts = [checkpoint(_chunk_logprobs, flat[i : i + chunk], targets[i : i + chunk], never, temperature,
+                        use_reentrant=False)
+             if grad else _chunk_logprobs(flat[i : i + chunk], targets[i : i + chunk], never, temperature)
              for i in range(0, len(flat), chunk)]
     return torch.cat(parts).reshape(tokens.shape)
 
