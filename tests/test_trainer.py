@@ -356,3 +356,21 @@ def test_out_of_memory_advice_names_the_setting_that_shrinks_what_failed(tmp_pat
     monkeypatch.setattr(Agent, where, out_of_memory)
     done = CliRunner().invoke(app, ["train", "--config", str(TINY), "--output-dir", str(tmp_path), "--max-steps", "1"])
     assert advice in str(done.exception), done.exception
+
+
+def test_validation_leaves_the_test_split_alone(tmp_path):
+    from training.classifier_data import split_of
+    from training.waltz.data import load_prompts
+
+    data = tmp_path / "prompts.jsonl"
+    unsplit = [f"benign request number {i}" for i in range(40)]  # the prompt's hash decides
+    rows = [{"prompt": f"{split} prompt {i}", "kind": "benign", "split": split} for split in ("train", "val", "test")
+            for i in range(3)] + [{"prompt": p, "kind": "harmful"} for p in unsplit]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, val = load_prompts(data)
+    hashed = {p: split_of(p) for p in unsplit}
+    assert "test" in hashed.values()
+    assert [i.prompt for i in val] == ["val prompt 0", "val prompt 1", "val prompt 2"] + [
+        p for p in unsplit if hashed[p] == "val"]
+    assert not any("test" in i.prompt or hashed.get(i.prompt) == "test" for i in train + val)
+    assert len(train) == 3 + sum(s == "train" for s in hashed.values())

@@ -70,7 +70,6 @@ class RLConfig(_Strict):
     clip: float = Field(default=0.2, gt=0)  # PPO-style ratio clipping
     update_epochs: int = Field(default=1, ge=1)  # passes over each rollout batch
     stage1_steps: int = Field(default=0, ge=0)  # steps with the conversation agent frozen
-    max_rounds: int = Field(default=1, ge=1)  # feedback rounds per prompt (the paper uses one)
 
 
 class SyntheticTask(_Strict):

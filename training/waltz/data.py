@@ -58,11 +58,15 @@ def item_of(row: dict) -> PromptItem:
 
 
 def load_prompts(path: Path) -> tuple[list[PromptItem], list[PromptItem]]:
-    """(train, val) prompts from a JSONL data file; bad rows are an error naming the line."""
+    """(train, val) prompts from a JSONL data file; bad rows are an error naming the line. Test rows (and any
+    other split) are left for the final evaluation: training never sees them, validation neither."""
     train, val = [], []
     for row in read_prompt_rows(path):
-        split = row.get("split") or ("val" if split_of(row["prompt"]) != "train" else "train")
-        (val if split in ("val", "validation", "test") else train).append(item_of(row))
+        split = row.get("split") or split_of(row["prompt"])
+        if split == "train":
+            train.append(item_of(row))
+        elif split in ("val", "validation"):
+            val.append(item_of(row))
     if not train:
         raise ConfigError(f"dataset {path} has no training prompts.")
     return train, val
@@ -82,8 +86,6 @@ ANSWERS = ["SURE_HERE_IS_HOW", "I_CANNOT_HELP", "SAFE_ALTERNATIVE", "HELPFUL_ANS
 TOPICS = [f"topic{i}" for i in range(16)]
 TINY_SYSTEM = {"conversation": "You are the conversation agent.", "feedback": "You are the feedback agent."}
 TEMPLATE = "System: {system} User: {user} Assistant:"
-RULES = {"harmful_prompt": r"\bharmful\b", "complies": "SURE_HERE_IS_HOW", "refuses": "I_CANNOT_HELP",
-         "helpful": "HELPFUL_ANSWER"}
 
 
 def synthetic_prompts(n: int, harmful_share: float, seed: int) -> list[PromptItem]:
