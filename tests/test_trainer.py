@@ -374,3 +374,34 @@ def test_validation_leaves_the_test_split_alone(tmp_path):
         p for p in unsplit if hashed[p] == "val"]
     assert not any("test" in i.prompt or hashed.get(i.prompt) == "test" for i in train + val)
     assert len(train) == 3 + sum(s == "train" for s in hashed.values())
+
+
+def test_lora_under_zero3_saves_merged_weights_that_export_accepts(tmp_path):
+    cfg = load_config(TINY, {"output_dir": tmp_path, "learning_rate": 0.01,
+                             "deepspeed_config": ROOT / "deploy" / "deepspeed" / "cpu-zero3.json"})
+    cfg.feedback.lora_rank = 4
+    trainer = Trainer(cfg, log=lambda _line: None)
+    agent = trainer.fb
+    assert agent.engine.zero_optimization_stage() == 3 and agent.lora
+    roll = trainer.rollout(trainer.train_items[:4])
+    trainer.update(agent, [(roll["fb_in"], roll["fb_ids"], [1.0, 0.0, 0.5, 0.0])])  # the adapters move off zero
+    ids = torch.tensor([roll["fb_in"][0] + roll["fb_ids"][0]])
+    agent.engine.eval()
+    with torch.no_grad():
+        trained = agent.engine(input_ids=ids).logits
+        with agent.module.disable_adapter():
+            base = agent.engine(input_ids=ids).logits
+    agent.save_pretrained(tmp_path / "feedback", rank=0)
+    files = {p.name for p in (tmp_path / "feedback").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files and "adapter_config.json" not in files
+
+    from transformers import AutoModelForCausalLM
+
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "feedback")(input_ids=ids).logits
+    assert torch.allclose(merged, trained, atol=1e-5) and not torch.allclose(merged, base, atol=1e-3)
+    done = subprocess.run([sys.executable, "-m", "gate", "export", "--model", str(tmp_path / "feedback"),
+                           "--out", str(tmp_path / "onnx"), "--min-agreement", "0.9"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "onnx" / "waltz_gate.json").is_file()

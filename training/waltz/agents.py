@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from contextlib import nullcontext
 
 import torch
@@ -167,14 +168,34 @@ class Agent:
         return logp.masked_fill(batch["mask"] == 0, 0.0)  # padding targets are -inf once masked: keep them out
 
     def save_pretrained(self, folder, rank: int) -> None:
-        """Hugging Face weights, written by rank 0. Every rank must call it: under ZeRO-3 the weights are
-        partitioned and gathering them is collective."""
-        state = None
+        """Hugging Face weights, written by rank 0; LoRA adapters merged into the base weights, so the folder is
+        a plain model that export and serving load as is. Every rank must call it: under ZeRO-3 the weights
+        are partitioned and gathering them is collective."""
         if self.engine.zero_optimization_stage() == 3:
             state = self.engine._zero3_consolidated_16bit_state_dict()
+        else:
+            state = self.module.state_dict()
         if rank != 0:
             return
         folder.mkdir(parents=True, exist_ok=True)
-        model = self.module.merge_and_unload() if self.lora and state is None else self.module
+        model = self.module
+        if self.lora:
+            lora = self.module.peft_config["default"]
+            state = merge_lora(state, lora.lora_alpha / (math.sqrt(lora.r) if lora.use_rslora else lora.r))
+            model = self.module.get_base_model()
         model.save_pretrained(folder, state_dict=state, safe_serialization=True)
         self.chat.save(folder)
+
+
+def merge_lora(state: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """A PEFT LoRA model's full state dict as its base model's, each adapted weight W + scale * B @ A."""
+    merged = {}
+    for key, value in state.items():
+        if ".lora_" in key:
+            continue
+        if key.endswith(".base_layer.weight"):
+            stem = key.removesuffix("base_layer.weight")
+            a, b = state[stem + "lora_A.default.weight"], state[stem + "lora_B.default.weight"]
+            value = (value.float() + scale * (b.float() @ a.float())).to(value.dtype)
+        merged[key.removeprefix("base_model.model.").replace(".base_layer.", ".")] = value
+    return merged
