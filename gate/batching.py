@@ -27,7 +27,7 @@ R = TypeVar("R")
 _EWMA = 0.2  # weight of the newest batch in the time-per-item estimate
 # Admit only with room to spare: the time per item rises under load before the estimate catches up, and an
 # item admitted that then times out costs the cores more than one refused at once.
-ADMISSION_MARGIN = 1.5
+ADMISSION_MARGIN = 1.25
 
 
 class Overloaded(RuntimeError):

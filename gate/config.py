@@ -82,8 +82,10 @@ class Stage2Settings(_Strict):
     # Batch workers per Stage 2 plugin: one per core runs one model call per core at a time (measured in
     # benchmarks/RESULTS.md); a plugin that waits on the network (remote backend) wants more.
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
-    # Micro-batching of concurrent checks for plugins that implement gate_check_batch.
-    max_batch: int = Field(default=8, ge=1, le=256)
+    # Micro-batching of concurrent checks for plugins that implement gate_check_batch. Off by default: the
+    # shipped classifier at 256 tokens runs 28 pairs/s per core at batch 8 against 49 at batch 1 on the
+    # 2-core VM (benchmarks/RESULTS.md); it pays for short inputs and GPU-backed remote models.
+    max_batch: int = Field(default=1, ge=1, le=256)
     max_wait_ms: float = Field(default=2.0, ge=0)
 
 

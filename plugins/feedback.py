@@ -64,7 +64,7 @@ TEMPLATES = {
 class FeedbackAgent:
     name = "waltzrl"
     stage = 2
-    timeout_ms = 400.0  # inside the request's 500 ms budget
+    timeout_ms = 450.0  # inside the request's 500 ms budget
     description = "WaltzRL feedback agent: unsafe / over-refusal labels, feedback, optional one-round revision."
     class Settings(BaseModel):
         model_config = ConfigDict(protected_namespaces=())
