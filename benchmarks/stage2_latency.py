@@ -10,6 +10,8 @@ model's token budget); int8-vs-fp32 decision agreement on held-out rows.
 `generative`: ONNX causal LM ms per generated token (KV cache, greedy) for Llama-architecture models
 from tiny to small configs, and a projection for a 7-8B agent on a CPU VPS.
 `gate`: the gate end to end (Stage 1 + Stage 2 classifier, enforce) per check.
+`capacity`: pairs/s of the shipped int8 classifier on 256-token pairs, for intra-op threads x parallel
+callers x batch size (what `stage2.workers`, the plugin's `threads` and `stage2.max_batch` choose).
 `depth`: ONNX int8 latency of MiniLM-shaped classifiers with 2, 3, 4 and 6 encoder layers (weights from the
 config, untrained: latency depends on the shapes only) at 128, 256 and 512 tokens, batch 1.
 Each figure: median over runs of each run's p50/p95; within a run, what a table compares is timed in turn.
@@ -197,15 +199,43 @@ def gate(args: argparse.Namespace) -> None:
     g.close()
 
 
+def capacity(args: argparse.Namespace) -> None:
+    import threading
+
+    from plugins.feedback import DEFAULT_MODEL
+    from plugins.onnx_models import ClassifierModel
+
+    pairs = [(f"Question {i}: " + text_of(40, i), text_of(260, 1000 + i)) for i in range(64)]  # ~256 tokens each
+    print("| intra-op threads | parallel callers | batch | pairs/s (median of runs) |")
+    print("|---:|---:|---:|---:|")
+    for threads, callers, batch in [(1, 1, 1), (1, 2, 1), (2, 1, 1), (1, 1, 8), (1, 2, 8), (2, 1, 8)]:
+        model = ClassifierModel(DEFAULT_MODEL, threads)
+        model.predict(pairs[:batch])
+        rates = []
+        for _ in range(args.runs):
+            def work(first: int) -> None:
+                for i in range(first, len(pairs), callers * batch):
+                    model.predict(pairs[i : i + batch])
+
+            workers = [threading.Thread(target=work, args=(c * batch,)) for c in range(callers)]
+            t = time.perf_counter()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            rates.append(len(pairs) / (time.perf_counter() - t))
+        print(f"| {threads} | {callers} | {batch} | {statistics.median(rates):.1f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["classifier", "generative", "gate", "depth"])
+    ap.add_argument("what", choices=["classifier", "generative", "gate", "depth", "capacity"])
     ap.add_argument("--model", type=Path, default=ROOT / "runs" / "classifier")
     ap.add_argument("--onnx", type=Path, default=ROOT / "runs" / "classifier-onnx", help="export with fp32 and int8")
     ap.add_argument("--data", type=Path, default=ROOT / "runs" / "classifier-data")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    {"classifier": classifier, "generative": generative, "gate": gate, "depth": depth}[args.what](args)
+    {"classifier": classifier, "generative": generative, "gate": gate, "depth": depth, "capacity": capacity}[args.what](args)
 
 
 if __name__ == "__main__":
