@@ -520,7 +520,7 @@ def plan(
 
 rollout_app = typer.Typer(help="Guarded Stage 2 rollout through the Unleash Admin API.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "unleash"
+DEPLOY = Path(__file__).resolve().parent / "unleash"  # flag definitions and rollout plan, shipped in the package
 PlanOption = Annotated[Path, typer.Option("--plan", help="Rollout plan file.")]
 AdminUrl = Annotated[str | None, typer.Option("--admin-url", envvar="UNLEASH_ADMIN_URL", help="Unleash base URL.")]
 AdminToken = Annotated[str | None, typer.Option("--admin-token", envvar="UNLEASH_ADMIN_TOKEN", help="Admin API token.")]
@@ -538,7 +538,7 @@ def _admin(plan_path: Path, url: str | None, token: str | None):
 
 @rollout_app.command("init")
 def rollout_init(
-    flags: Annotated[Path, typer.Option(help="Flag definitions (Unleash client features format).")] = DEPLOY / "bootstrap.json",
+    flags: Annotated[Path, typer.Option(help="Flag definitions (Unleash client features format).")] = DEPLOY / "flags.json",
     plan: PlanOption = DEPLOY / "rollout-plan.yaml",
     admin_url: AdminUrl = None,
     admin_token: AdminToken = None,
