@@ -76,8 +76,10 @@ def test_outside_the_rollout_is_shadow_or_off(flags_at):
     mode, reason = flags_at(0).resolve(request)
     assert mode == "shadow" and "not in the waltz-gate.stage2.enforce rollout" in reason
     assert flags_at(0, shadow=False).resolve(request)[0] == "off"
-    mode, reason = flags_at(100).resolve(CheckRequest(prompt="x"))
+    mode, reason = flags_at(50).resolve(CheckRequest(prompt="x"))
     assert mode == "shadow" and reason.startswith("no session_id")
+    # At 100% the rollout is over: a request with no key to bucket on is enforced too (check --prompt).
+    assert flags_at(100).resolve(CheckRequest(prompt="x"))[0] == "enforce"
 
 
 def test_kill_switch_turns_stage2_off_everywhere(flags_at):
