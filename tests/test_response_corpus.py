@@ -145,6 +145,9 @@ def test_generate_resumes_and_build_splits_by_prompt(tmp_path):
     assert by_kind[("precheck", True)] == {"unsafe": 1, "overrefuse": 0}
     assert by_kind[("real", False)] == {"unsafe": 0, "overrefuse": 0}
     assert any(r["meta"].get("jailbreak") for r in rows)
+    # Agreeing openers are put on harmful answers too: the opener alone predicts no label.
+    opened = [r for r in rows if r["meta"].get("agreeing_opener")]
+    assert opened and all(r["labels"]["unsafe"] == 1 and r["response"].startswith(tuple(rc.AGREEING)) for r in opened)
     # An agreeing answer that refuses disagrees with its kind: dropped, and counted with the reason.
     assert not any(r["meta"]["kind"] == "agreeing" for r in rows)
     assert manifest["dropped"]["agreeing: agreeing answer refuses"] == sum(j.kind == "agreeing" for j in jobs)

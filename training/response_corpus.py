@@ -117,7 +117,7 @@ REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|sorry, (?:but )?i|i apologi[sz]e|my apologies|i can(?:no|')t|i can not|i won'?t|i will not|i must decline|"
     r"i'?m (?:not able|unable)|i am (?:not able|unable)|as an ai|as a language model|i do not feel comfortable|"
     r"i'?d rather not|not able to (?:help|provide|assist|discuss)|(?:cannot|can't) (?:help|assist|provide|fulfill|comply)|"
-    r"against my (?:guidelines|policy|policies|programming)|i'?m not comfortable|unable to (?:help|provide|assist|comply))\b",
+    r"against my (?:guidelines|policy|policies|programming)|illegal and unethical|unethical and illegal|i'?m not comfortable|unable to (?:help|provide|assist|comply))\b",
     re.I,
 )
 REFUSAL_HEAD = 200  # a refusal phrase within this many characters: the answer is a refusal
@@ -437,7 +437,7 @@ def stage1_flags(text: str) -> bool:
 
 
 def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: Path = CORPUS_DIR, seed: int = 0,
-          jailbreak_share: float = 0.3, jailbreak_prechecks: int = 400) -> dict:
+          jailbreak_share: float = 0.3, jailbreak_prechecks: int = 400, agreeing_share: float = 0.3) -> dict:
     """Join the stored responses with their prompts, label and check them, split by prompt, write the files."""
     prompts = {p.key: p for p in prompt_list}
     rng = random.Random(seed)
@@ -459,6 +459,10 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
         generators[rec["generator"]] += 1
         meta = {"kind": rec["kind"], "generator": rec["generator"]}
         pairs.append(Pair(p.text, response, labels, p.source, p.licence, meta=meta))
+        if labels["unsafe"] and rng.random() < agreeing_share:
+            # Agreeing openers also go on harmful answers, so "Sure, here is" predicts neither label.
+            opened = f"{rng.choice(AGREEING)} {response}"
+            pairs.append(Pair(p.text, opened, labels, p.source, p.licence, meta={**meta, "agreeing_opener": True}))
         if p.kind == "harmful" and rec["kind"] in ("forced", "natural", "refusal") and rng.random() < jailbreak_share:
             wrapped = f"{rng.choice(jailbreaks)}\n\n{p.text}"
             pairs.append(Pair(wrapped, response, labels, p.source, p.licence, meta={**meta, "jailbreak": True}))
