@@ -99,7 +99,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, log=print):
         from deepspeed.accelerator import get_accelerator
 
-        self.cfg, self.log = cfg, log
+        self.cfg = cfg
         self.phase = "loading"  # what the run is doing, for out-of-memory advice (oom_advice)
         self.rank, self.world = _init_distributed("gloo" if get_accelerator().device_name() == "cpu" else "nccl")
         self.log = log if self.rank == 0 else (lambda _line: None)
