@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_the_built_wheel_checks_with_stage2_from_another_folder(tmp_path):
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist),
                     str(REPO)], check=True, capture_output=True, cwd=tmp_path)
     (wheel,) = dist.glob("waltz_gate-*.whl")
     # The dependencies come from this environment's site-packages (a path, so its editable install of this
