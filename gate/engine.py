@@ -47,7 +47,7 @@ class _Run:
 
     request: CheckRequest
     start: float
-    deadline: float = 0.0
+    deadline: float
     submitted: float = 0.0
     mode: Stage2Mode = Stage2Mode.OFF
     reason: str = ""
@@ -155,8 +155,8 @@ class Gate:
 
     def _start(self, request: CheckRequest, stage2_mode: Stage2Mode | None) -> _Run:
         """Stage 1, the Stage 2 mode, and Stage 2 submitted to its workers (or shed, or skipped)."""
-        run = _Run(request, time.perf_counter())
-        run.deadline = run.start + self.settings.budget_ms / 1000.0
+        start = time.perf_counter()
+        run = _Run(request, start, start + self.settings.budget_ms / 1000.0)
         for plugin in self._stage1:
             run.findings += self._run_inline(plugin, request, run.timings)
         run.timings["stage1"] = _ms(time.perf_counter() - run.start)

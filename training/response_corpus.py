@@ -272,13 +272,17 @@ def pack(corpus: Path) -> Path | None:
         return None
     number = len(list(corpus.glob("responses-*.jsonl.gz"))) + 1
     shard = corpus / f"responses-{number:05d}.jsonl.gz"
-    data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode()
+    data = "".join(_line(r) for r in records).encode()
     tmp = shard.with_suffix(".tmp")
     with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
         gz.write(data)
     tmp.replace(shard)
     pending.unlink()
     return shard
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def read_records_file(path: Path) -> Iterator[dict]:
@@ -338,9 +342,10 @@ def generate(jobs: list[Job], completers: dict[str, Complete], corpus: Path, lim
     """Run the jobs not yet stored, appending each record durably; packs a shard every SHARD_ROWS records."""
     corpus.mkdir(parents=True, exist_ok=True)
     pending = corpus / "pending.jsonl"
+    waiting = list(read_records_file(pending)) if pending.is_file() else []
     if pending.is_file():  # drop a line cut off by a killed run, so the next record starts on its own line
-        pending.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
-                                   for r in read_records_file(pending)), encoding="utf-8")
+        pending.write_text("".join(_line(r) for r in waiting), encoding="utf-8")
+    in_pending = len(waiting)
     done = {r["id"] for r in read_records(corpus)}
     todo = [j for j in jobs if j.id not in done and j.generator in completers]
     if limit is not None:
@@ -359,15 +364,16 @@ def generate(jobs: list[Job], completers: dict[str, Complete], corpus: Path, lim
             "params": {"temperature": temperature, "max_tokens": max_tokens, "system": job.system()},
         }
         with pending.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+            fh.write(_line(record))
             fh.flush()
             os.fsync(fh.fileno())
-        made += 1
+        made, in_pending = made + 1, in_pending + 1
         if made % 10 == 0:
             rate = made / (time.monotonic() - start) * 3600
             log(f"{made}/{len(todo)} generated ({rate:.0f}/h)")
-        if sum(1 for _ in read_records_file(pending)) >= SHARD_ROWS:
+        if in_pending >= SHARD_ROWS:
             log(f"packed {pack(corpus)}")
+            in_pending = 0
     return made
 
 
