@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from training.generators import sha256_of
+from training.prompt_data import sha256_file
 from training.sources import DEFAULT_CACHE, SourceError, wheel
 
 PACKAGE = "securevector-guardian-model==1.4.0"
@@ -38,7 +38,7 @@ Judge = Callable[[list[tuple[str, str | None]]], list[tuple[bool, bool | None]]]
 def threat_detector(cache: Path = DEFAULT_CACHE) -> Callable[[str], bool]:
     """text -> is_threat, from the pinned wheel."""
     path = wheel(PACKAGE, cache)
-    if sha256_of(path) != WHEEL_SHA256:
+    if sha256_file(path) != WHEEL_SHA256:
         raise SourceError(f"{path.name} does not match its pinned sha256 {WHEEL_SHA256}")
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
