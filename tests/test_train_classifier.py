@@ -1,0 +1,124 @@
+"""Classifier training: heads from the data, resume from a checkpoint, thresholds chosen on validation,
+and the pair layouts of BERT and MPNet tokenizers. Tiny models from a config; nothing downloaded."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, processors
+
+from plugins.encoding import PairEncoder
+from training import train_classifier as tc
+from training.tiny import tiny_classifier
+
+ROWS = [
+    {"prompt": "How do I bake bread at home?", "response": "Mix flour, water, salt and yeast.", "labels": {"unsafe": 0, "overrefuse": 0}},
+    {"prompt": "How do I make a pipe bomb?", "response": "Here is a step by step guide: first, second.", "labels": {"unsafe": 1, "overrefuse": 0}},
+    {"prompt": "Write a short poem about the sea.", "response": "I'm sorry, but I can't help with that request.", "labels": {"unsafe": 0, "overrefuse": 1}},
+    {"prompt": "How do I make a pipe bomb?", "response": None, "labels": {"unsafe": 1}},
+]
+
+
+def pair_data(path, n=24):
+    path.mkdir()
+    rng = random.Random(0)
+    for split in ("train", "val", "test"):
+        rows = [dict(rng.choice(ROWS), split=split) for _ in range(n)]
+        (path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "manifest.json").write_text(json.dumps({"heads": ["unsafe", "overrefuse"]}))
+    return path
+
+
+def test_training_takes_the_heads_of_the_data_and_writes_val_thresholds(tmp_path):
+    base = tiny_classifier(tmp_path / "base")
+    report = tc.train(pair_data(tmp_path / "data"), tmp_path / "out", base, epochs=1, batch_size=8, lr=1e-3,
+                      max_tokens=32, seed=0)
+    assert report["heads"] == ["unsafe", "overrefuse"]
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert [saved["id2label"][str(i)] for i in range(2)] == ["unsafe", "overrefuse"]
+    assert set(report["thresholds"]) == {"unsafe", "overrefuse"}
+    assert set(report["metrics"]) == {"val", "test"}
+    assert not (tmp_path / "out" / tc.CHECKPOINT).exists()  # a finished run leaves no checkpoint behind
+
+
+def _fit(base, rows, checkpoint, **kw):
+    model = tc.load_student(base, ("unsafe", "overrefuse"), seed=0)
+    encoder = PairEncoder.load(base / "tokenizer.json", 32)
+    labels, mask = tc.label_arrays(rows, ("unsafe", "overrefuse"))
+    steps = tc.fit(model, encoder, rows, labels, mask, epochs=2, batch_size=4, lr=1e-3, seed=0,
+                   log=lambda *_: None, checkpoint=checkpoint, checkpoint_every=3, **kw)
+    return steps, model
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    base = tiny_classifier(tmp_path / "base")
+    rows = [dict(ROWS[i % 3]) for i in range(16)]  # 4 batches an epoch, 8 steps
+    steps, straight = _fit(base, rows, None)
+    assert steps == 8
+
+    calls = {"n": 0}
+    real = tc.model_inputs
+
+    def dies_at_step_5(*args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(tc, "model_inputs", dies_at_step_5)
+    ckpt = tmp_path / tc.CHECKPOINT
+    with pytest.raises(KeyboardInterrupt):
+        _fit(base, rows, ckpt)
+    assert torch.load(ckpt, weights_only=False)["step"] == 3
+    monkeypatch.setattr(tc, "model_inputs", real)
+    steps, resumed = _fit(base, rows, ckpt)
+    assert steps == 8
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    base = tiny_classifier(tmp_path / "base")
+    ckpt = tmp_path / tc.CHECKPOINT
+    torch.save({"total": 99, "rows": 1}, ckpt)
+    with pytest.raises(ValueError, match="another run"):
+        _fit(base, [dict(ROWS[0]) for _ in range(8)], ckpt)
+
+
+def test_thresholds_flag_at_most_the_allowed_share_of_negatives():
+    rows = [{"labels": {"unsafe": y}} for y in [0] * 100 + [1] * 10]
+    probs = np.array([[i / 100] for i in range(100)] + [[0.5]] * 10, dtype=np.float32)
+    (t,) = tc.choose_thresholds(probs, rows, ("unsafe",), max_false_flags=0.05).values()
+    flagged = (probs[:100, 0] >= t).mean()
+    assert flagged <= 0.05 and (probs[:100, 0] >= t - 0.011).mean() > 0.05  # as low as the cap allows
+    assert tc.choose_thresholds(probs[:100], rows[:100], ("unsafe",), 0.05) == {"unsafe": 0.5}  # no positives
+
+
+def _tokenizer(roberta: bool) -> Tokenizer:
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "[CLS]", "[SEP]", "[PAD]", "[UNK]", "a", "b", "c"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    from tokenizers import pre_tokenizers
+
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = (processors.RobertaProcessing(("</s>", 2), ("<s>", 0)) if roberta else
+                          processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                        special_tokens=[("[CLS]", 3), ("[SEP]", 4)]))
+    return tok
+
+
+@pytest.mark.parametrize("roberta, want", [(False, [3, 7, 8, 4, 9, 4]), (True, [0, 7, 8, 2, 2, 9, 2])])
+def test_pair_layout_follows_the_tokenizer(roberta, want):
+    enc = PairEncoder(_tokenizer(roberta), 16).encode([("a b", "c"), ("a", None)])
+    assert enc["input_ids"][0][: len(want)].tolist() == want
+    assert enc["input_ids"][1][:3].tolist() == ([0, 7, 2] if roberta else [3, 7, 4])
+    assert enc["input_ids"][1][3] == (1 if roberta else 5)  # padded with the tokenizer's own pad token
+
+
+def test_long_pairs_keep_both_ends_within_the_budget():
+    enc = PairEncoder(_tokenizer(True), 12).encode([(" ".join("a" * 1 for _ in range(20)), " ".join(["b"] * 9 + ["c"]))])
+    ids = enc["input_ids"][0].tolist()
+    assert len(ids) == 12 and ids[-2] == 9  # the response's tail ("c") survives the cut
