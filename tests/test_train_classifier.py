@@ -122,3 +122,19 @@ def test_long_pairs_keep_both_ends_within_the_budget():
     enc = PairEncoder(_tokenizer(True), 12).encode([(" ".join("a" * 1 for _ in range(20)), " ".join(["b"] * 9 + ["c"]))])
     ids = enc["input_ids"][0].tolist()
     assert len(ids) == 12 and ids[-2] == 9  # the response's tail ("c") survives the cut
+
+
+def test_packaging_serves_the_thresholds_chosen_in_training(tmp_path):
+    from training.package_classifier import package
+
+    onnx, trained = tmp_path / "onnx", tmp_path / "trained"
+    onnx.mkdir(), trained.mkdir()
+    (onnx / "manifest.json").write_text(json.dumps({"serves": "model.int8.onnx"}))
+    (onnx / "waltz_gate.json").write_text(json.dumps({"task": "text-classification", "labels": ["unsafe", "overrefuse"]}))
+    (onnx / "model.int8.onnx").write_bytes(b"onnx")
+    (onnx / "tokenizer.json").write_text("{}")
+    (trained / "training_report.json").write_text(json.dumps({"thresholds": {"unsafe": 0.31, "overrefuse": 0.7}, "data": {"heads": []}}))
+    manifest = package(onnx, trained, tmp_path / "out")
+    served = json.loads((tmp_path / "out" / "waltz_gate.json").read_text())
+    assert served["thresholds"] == {"unsafe": 0.31, "overrefuse": 0.7} and served["labels"] == ["unsafe", "overrefuse"]
+    assert manifest["training"]["thresholds"] == served["thresholds"] and manifest["data"] == {"heads": []}

@@ -3,9 +3,10 @@
     python -m training.package_classifier --onnx runs/classifier-onnx --trained runs/classifier \
         --out plugins/models/feedback-minilm
 
-Copies the served ONNX file, the tokenizer and the serving config, and writes one manifest: the export
-manifest (source sha256, opset, quantisation, agreement), the training report (held-out metrics) and
-the data manifest (sources, counts, licences).
+Copies the served ONNX file, the tokenizer and the serving config (with the per-head thresholds the
+training chose on its validation split), and writes one manifest: the export manifest (source sha256,
+opset, quantisation, agreement), the training report (held-out metrics) and the data manifest (sources,
+counts, licences).
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ def package(onnx: Path, trained: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.iterdir():
         stale.unlink()
-    for name in (served, "tokenizer.json", "waltz_gate.json"):
+    for name in (served, "tokenizer.json"):
         shutil.copy(onnx / name, out / name)
+    config = json.loads((onnx / "waltz_gate.json").read_text())
+    if report.get("thresholds"):
+        config["thresholds"] = report["thresholds"]
+    (out / "waltz_gate.json").write_text(json.dumps(config, indent=2))
     data = report.pop("data", None)
     manifest = {
         "name": out.name,
