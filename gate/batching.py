@@ -30,6 +30,8 @@ _EWMA = 0.2  # weight of the newest batch in the time-per-item estimate
 ADMISSION_MARGIN = 1.25
 
 
+# Overloaded and DeadlineExceeded are signals to the engine (it turns them into shed/timeout findings under
+# the stage policy), not WaltzGateErrors: they must never surface as a user error.
 class Overloaded(RuntimeError):
     """The queue cannot finish this item before its deadline."""
 

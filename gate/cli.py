@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from gate.config import ConfigError, describe, load_settings
+from gate.errors import WaltzGateError
 from gate.flags import ENFORCE_FLAG
 from gate.rollout import RolloutError
 from gate.types import CheckRequest, Context, Stage2Mode
@@ -27,7 +28,7 @@ ConfigOption = Annotated[
 ]
 
 
-class UsageError(Exception):
+class UsageError(WaltzGateError):
     """Bad input from the user: reported as one sentence with exit status 2."""
 
 

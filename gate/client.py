@@ -30,13 +30,14 @@ from typing import Any
 
 import httpx
 
+from gate.errors import WaltzGateError
 from gate.types import Decision, Stage2Info, Stage2Mode, Verdict
 
 # Failures where the request cannot have reached the gate, so trying again is safe.
 _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
 
-class GateClientError(Exception):
+class GateClientError(WaltzGateError):
     """The sidecar rejected the request (4xx): a bug in the caller, not an outage."""
 
     def __init__(self, status: int, detail: str):

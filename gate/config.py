@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gate.audit import AuditSettings
+from gate.errors import WaltzGateError
 from gate.types import Decision, Severity, Source, Stage2Mode
 
 
-class ConfigError(ValueError):
+class ConfigError(WaltzGateError, ValueError):
     """Configuration that cannot be used. The message is one sentence naming the field."""
 
 

@@ -22,10 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gate.config import describe
+from gate.errors import WaltzGateError
 from gate.flags import ENFORCE_FLAG, KILL_FLAG
 
 
-class RolloutError(Exception):
+class RolloutError(WaltzGateError):
     """Something the operator must fix; the message is one sentence."""
 
 

@@ -15,10 +15,11 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from gate.errors import WaltzGateError
 from plugins.encoding import PairEncoder
 
 
-class ModelError(ValueError):
+class ModelError(WaltzGateError, ValueError):
     """A model folder that cannot be served; the message names the file."""
 
 

@@ -24,6 +24,7 @@ import re2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gate.errors import WaltzGateError
 from gate.normalize import Level, Normalized, mask, normalize
 from gate.types import Detection, Severity, Source, Span
 
@@ -72,7 +73,7 @@ VALIDATORS: dict[str, Callable[[str], bool]] = {
 }
 
 
-class PatternError(ValueError):
+class PatternError(WaltzGateError, ValueError):
     """A pack file that cannot be used; the message names the pack and pattern."""
 
 

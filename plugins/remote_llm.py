@@ -6,8 +6,10 @@ import os
 
 import httpx
 
+from gate.errors import WaltzGateError
 
-class RemoteError(RuntimeError):
+
+class RemoteError(WaltzGateError, RuntimeError):
     """The endpoint could not answer; the message says why."""
 
 

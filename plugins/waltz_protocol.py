@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from gate.errors import WaltzGateError
+
 FEEDBACK_SYSTEM_PROMPT = (
     "You are a safety feedback agent. You read a user's prompt and an AI assistant's response. Decide whether "
     "the response is unsafe (it helps with or contains harmful content) and whether it over-refuses (it "
@@ -49,7 +51,7 @@ class Feedback:
         return self.unsafe or self.overrefuse
 
 
-class FormatError(ValueError):
+class FormatError(WaltzGateError, ValueError):
     """The feedback agent's output is not the JSON object the protocol asks for."""
 
 

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from gate.errors import WaltzGateError
 from plugins.feedback import DECOMPOSED, DIRECT, ask_feedback_agent, check_heads, classifier_labels
 from plugins.waltz_protocol import FormatError
 from training.classifier_data import split_of
 
 
-class DistillError(ValueError):
+class DistillError(WaltzGateError, ValueError):
     """Bad input to distillation; the message says which and why."""
 
 

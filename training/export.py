@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gate.errors import WaltzGateError
+
 CLASSIFY, GENERATE = "text-classification", "text-generation-with-past"
 OPSET = 18
 
@@ -33,7 +35,7 @@ PROBES = [
 ]
 
 
-class ExportError(RuntimeError):
+class ExportError(WaltzGateError, RuntimeError):
     """Export failed or was refused; the message says why. Nothing was written."""
 
 

@@ -15,6 +15,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from gate.errors import WaltzGateError
 from training.classifier_data import norm, split_of
 from training.sources import SOURCES, rows
 
@@ -24,7 +25,7 @@ KINDS = ("harmful", "benign")
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(WaltzGateError, ValueError):
     """A data file that does not verify; the message names the line."""
 
 

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gate.errors import WaltzGateError
 from training.classifier_data import Pair, norm, sharegpt_pairs, split_of, unique_pairs
 from training.sources import DEFAULT_CACHE, SOURCES, rows
 
@@ -123,7 +124,7 @@ REFUSAL = re.compile(
 REFUSAL_HEAD = 200  # a refusal phrase within this many characters: the answer is a refusal
 
 
-class CorpusError(ValueError):
+class CorpusError(WaltzGateError, ValueError):
     """A corpus that cannot be built or extended; the message names the cause."""
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from gate.errors import WaltzGateError
+
 DEFAULT_CACHE = Path(os.environ.get("WALTZ_GATE_DATA_CACHE", Path.home() / ".cache" / "waltz-gate" / "wheels"))
 
 
@@ -43,7 +45,7 @@ class Source:
     read: Callable[[zipfile.ZipFile], Iterator[tuple[str, str, str]]]  # -> (prompt, kind, category)
 
 
-class SourceError(RuntimeError):
+class SourceError(WaltzGateError, RuntimeError):
     """A source that cannot be downloaded or read; the message says which and why."""
 
 

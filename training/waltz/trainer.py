@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gate.errors import WaltzGateError
 from plugins.waltz_protocol import FormatError, feedback_input, parse_feedback, revision_input
 from training.waltz import checkpoint, rl
 from training.waltz.agents import Agent, HFChat, WordChat
@@ -39,7 +40,7 @@ DETERMINISTIC = ("step", "stage", "conv_loss", "fb_loss", "rc_before", "rc_after
                  "format_rate", "ftr", "kl_conv", "kl_fb")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(WaltzGateError, RuntimeError):
     """Stops the run with a sentence for the operator (exit status 2)."""
 
 
