@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from training.prompt_data import sha256_file
+from training.checksum import sha256_file
 from training.sources import DEFAULT_CACHE, SourceError, wheel
 
 PACKAGE = "securevector-guardian-model==1.4.0"

@@ -21,7 +21,6 @@ Threads: 2 for torch and for onnxruntime.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -65,6 +64,7 @@ def classifier(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    from gate.jsonl import read_jsonl
     from plugins.onnx_models import ClassifierModel
 
     torch.set_num_threads(2)
@@ -100,8 +100,7 @@ def classifier(args: argparse.Namespace) -> None:
           f"gate serves it ({served.encoder.max_tokens}-token budget, head and tail kept) {got['served'][0]:.1f} / "
           f"{got['served'][1]:.1f} ms (p50 / p95)")
 
-    rows = [json.loads(line) for line in (args.data / "test.jsonl").read_text().split("\n") if line.strip()]
-    rows += [json.loads(line) for line in (args.data / "heldout.jsonl").read_text().split("\n") if line.strip()]
+    rows = read_jsonl(args.data / "test.jsonl") + read_jsonl(args.data / "heldout.jsonl")
     pairs = [(r["prompt"], r["response"]) for r in rows]
     fp32 = ClassifierModel(args.onnx, threads=2, model_file="model.onnx")
     a = np.concatenate([fp32.predict(pairs[i : i + 32]) for i in range(0, len(pairs), 32)]) >= 0.5

@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gate.jsonl import read_jsonl  # noqa: E402
 from training.response_corpus import AGREEING  # noqa: E402
 
 Judge = Callable[[list[tuple[str, str | None]]], list[tuple[bool, bool | None]]]
@@ -213,7 +214,7 @@ def head_table(model_dir: Path, data: Path, splits: list[str]) -> list[str]:
     import numpy as np
 
     from plugins.onnx_models import ClassifierModel
-    from training.train_classifier import head_metrics, heldout_prompt_metrics, load_rows
+    from training.train_classifier import head_metrics, heldout_prompt_metrics
 
     model = ClassifierModel(model_dir, threads=2)
     heads, thresholds = tuple(model.labels), model.config.get("thresholds", {})
@@ -221,7 +222,7 @@ def head_table(model_dir: Path, data: Path, splits: list[str]) -> list[str]:
         return []
     lines = []
     for split in splits:
-        rows = load_rows(data / f"{split}.jsonl")
+        rows = read_jsonl(data / f"{split}.jsonl")
         probs = np.concatenate([model.predict([(r["prompt"], r["response"]) for r in rows[i : i + 64]])
                                 for i in range(0, len(rows), 64)])
         shifted = probs - np.array([thresholds.get(h, 0.5) for h in heads]) + 0.5  # each threshold at 0.5
@@ -241,8 +242,6 @@ def head_table(model_dir: Path, data: Path, splits: list[str]) -> list[str]:
 def main() -> None:
     from securevector_baseline import FEEDS, securevector_judge
 
-    from training.train_classifier import load_rows
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="pair data or classifier data folder")
     ap.add_argument("--models", type=Path, nargs="+", default=[ROOT / "plugins" / "models" / "feedback-minilm"])
@@ -251,7 +250,7 @@ def main() -> None:
                     help="how securevector is fed a pair (none given: no baseline)")
     args = ap.parse_args()
     splits = args.splits or [s for s in ("test", "heldout") if s == "test" or (args.data / f"{s}.jsonl").exists()]
-    rows = [r for s in splits for r in load_rows(args.data / f"{s}.jsonl")]
+    rows = [r for s in splits for r in read_jsonl(args.data / f"{s}.jsonl")]
     names = [m.name for m in args.models]
     judges = {(m.name if names.count(m.name) == 1 else str(m)): gate_judge(m) for m in args.models}
     judges.update({f"securevector ({feed})": securevector_judge(feed) for feed in args.baseline})

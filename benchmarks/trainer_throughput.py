@@ -29,6 +29,7 @@ def run(config: Path, ds_config: Path, steps: int) -> dict:
     import torch
     from safetensors.torch import load_file
 
+    from gate.jsonl import read_jsonl
     from training.waltz.config import load_config
     from training.waltz.trainer import Trainer
 
@@ -39,7 +40,7 @@ def run(config: Path, ds_config: Path, steps: int) -> dict:
     started = time.perf_counter()
     Trainer(cfg, log=lambda line: None).run()
     wall = time.perf_counter() - started
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().split("\n") if x.strip()]
+    rows = read_jsonl(out / "metrics.jsonl")
     train = [r for r in rows if r["split"] == "train"][2:]
     saved = sum(t.numel() for t in load_file(out / "conversation" / "model.safetensors").values())
 

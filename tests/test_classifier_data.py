@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gate.jsonl import read_jsonl
 from training import classifier_data
-from training.train_classifier import heldout_prompt_metrics, load_rows
+from training.train_classifier import heldout_prompt_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test", "heldout")
@@ -20,7 +21,7 @@ SPLITS = ("train", "val", "test", "heldout")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("classifier-data")
     manifest = classifier_data.build(out, heldout=["harmbench", "mtbench"], sharegpt=300)
-    return out, manifest, {s: load_rows(out / f"{s}.jsonl") for s in SPLITS}
+    return out, manifest, {s: read_jsonl(out / f"{s}.jsonl") for s in SPLITS}
 
 
 def test_no_prompt_crosses_splits_and_held_out_sources_are_never_trained_on(built):

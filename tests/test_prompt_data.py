@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from training import prompt_data
+from training.checksum import sha256_file
 from training.sources import PromptRow
 
 
@@ -32,7 +33,7 @@ def test_build_dedups_labels_and_writes_a_manifest(built):
     rows = [json.loads(line) for line in out.read_text().split("\n") if line]
     assert len(rows) == manifest["rows"] == 8  # the two bomb prompts differ only by case and spaces
     assert {r["kind"] for r in rows if r["source"] == "jailbreaks"} == {"harmful"}
-    assert manifest["sha256"] == prompt_data.sha256_file(out)
+    assert manifest["sha256"] == sha256_file(out)
     assert "advbench: MIT" in manifest["licences"]
     assert prompt_data.verify(out)
 

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from training.checksum import sha256_file
 from training.sources import DEFAULT_CACHE, SOURCES, rows, wheel
 
 HEADS = ("prompt_harmful", "refusal", "response_harmful")
@@ -237,7 +238,7 @@ def build(out_dir: Path, heldout: list[str], sharegpt: int = 6000, seed: int = 0
             for p in chosen:
                 fh.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
         counts[split] = Counter(p.source for p in chosen)
-        files[split] = {"path": path.name, "rows": len(chosen), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        files[split] = {"path": path.name, "rows": len(chosen), "sha256": sha256_file(path)}
     licences = sorted({(p.source, p.licence) for p in unique})
     manifest = {
         "heads": list(HEADS),

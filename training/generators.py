@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.prompt_data import sha256_file
+from training.checksum import sha256_file
 from training.sources import DEFAULT_CACHE, SourceError, wheel
 
 

@@ -8,7 +8,6 @@ and/or e-mail (SMTP) when configured.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import smtplib
@@ -17,6 +16,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
+
+from gate.jsonl import parse_lines
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Alert:
 class RunState:
     rows: list[dict] = field(default_factory=list)
     offset: int = 0
+    lines: int = 0  # complete lines read so far
     last_growth: float = 0.0
     active: set[str] = field(default_factory=set)
 
@@ -49,8 +51,9 @@ def read_new(path: Path, state: RunState, now: float) -> list[dict]:
         fh.seek(state.offset)
         chunk = fh.read()
     complete = chunk[: chunk.rfind(b"\n") + 1]
+    new = [row for _, row in parse_lines(complete.decode("utf-8").split("\n"), str(path), first=state.lines + 1)]
     state.offset += len(complete)
-    new = [json.loads(line) for line in complete.decode("utf-8").split("\n") if line.strip()]
+    state.lines += complete.count(b"\n")
     if new:
         state.rows.extend(new)
         state.last_growth = now

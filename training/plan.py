@@ -8,13 +8,13 @@ and to the slowest rollout of each step).
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gate.config import ConfigError, describe, read_yaml_mapping
+from gate.jsonl import read_jsonl
 
 
 class Provider(BaseModel):
@@ -35,11 +35,8 @@ def load_prices(path: Path) -> list[Provider]:
 
 def measured_rate(metrics: Path, world_size: int) -> float:
     """Samples per second of a whole run: the median per-process rate of its training steps x world size."""
-    try:
-        lines = metrics.read_text(encoding="utf-8").split("\n")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {metrics}: {exc.strerror}.") from None
-    rates = [json.loads(line)["samples_per_s"] for line in lines if line.strip() and '"split": "train"' in line]
+    rates = [row["samples_per_s"] for row in read_jsonl(metrics, what="metrics file")
+             if row.get("split") == "train" and "samples_per_s" in row]
     if not rates:
         raise ConfigError(f"{metrics} has no training steps with samples_per_s.")
     return statistics.median(rates) * world_size

@@ -10,12 +10,13 @@ normalised text, so the same prompt can never land in two splits. The manifest b
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
 
 from gate.errors import WaltzGateError
+from gate.jsonl import iter_jsonl
+from training.checksum import sha256_file
 from training.classifier_data import norm, split_of
 from training.sources import SOURCES, rows
 
@@ -27,14 +28,6 @@ SPLITS = ("train", "val", "test")
 
 class DataError(WaltzGateError, ValueError):
     """A data file that does not verify; the message names the line."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build(out: Path, sources: tuple[str, ...] = DEFAULT_SOURCES, per_source: int = 2000) -> dict:
@@ -75,22 +68,11 @@ def manifest_path(data: Path) -> Path:
 
 
 def verify(path: Path, check_sum: bool = True) -> dict:
-    """Counts of a valid file; raises DataError naming the first bad line, a split leak or a checksum mismatch."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text") from None
+    """Counts of a valid file; raises JsonlError (a line that is not JSON) or DataError naming the first bad row,
+    a split leak or a checksum mismatch."""
     splits_of: dict[str, str] = {}
     counts: Counter = Counter()
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {n}: not valid JSON ({exc.msg})") from None
+    for n, row in iter_jsonl(path):
         problem = _row_problem(row)
         if problem:
             raise DataError(f"{path} line {n}: {problem}")
@@ -112,9 +94,7 @@ def verify(path: Path, check_sum: bool = True) -> dict:
     return {f"{s}/{k}": c for (s, k), c in sorted(counts.items())}
 
 
-def _row_problem(row: object) -> str | None:
-    if not isinstance(row, dict):
-        return "expected a JSON object"
+def _row_problem(row: dict) -> str | None:
     for key, allowed in (("kind", KINDS), ("split", SPLITS)):
         if row.get(key) not in allowed:
             return f"{key} must be one of {', '.join(allowed)} (got {row.get(key)!r})"

@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gate.errors import WaltzGateError
+from gate.jsonl import iter_jsonl, parse_lines
+from training.checksum import sha256_file
 from training.classifier_data import Pair, norm, sharegpt_pairs, split_of, unique_pairs
 from training.sources import DEFAULT_CACHE, SOURCES, rows
 
@@ -254,10 +256,7 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0) -> list[Job]:
 
 def read_records(corpus: Path) -> Iterator[dict]:
     for path in sorted(corpus.glob("responses-*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    yield json.loads(line)
+        yield from (record for _, record in iter_jsonl(path))
     pending = corpus / "pending.jsonl"
     if pending.is_file():
         yield from read_records_file(pending)
@@ -287,12 +286,11 @@ def _line(record: dict) -> str:
 
 
 def read_records_file(path: Path) -> Iterator[dict]:
-    for line in path.read_text(encoding="utf-8").split("\n"):
-        if line.strip():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut off by a killed run; its job runs again
+    """Records are appended whole and fsynced, so only the last line can be cut off (by a killed run): a
+    last line without its newline is ignored, and its job runs again."""
+    text = path.read_text(encoding="utf-8")
+    complete = text[: text.rfind("\n") + 1]
+    yield from (record for _, record in parse_lines(complete.split("\n"), str(path)))
 
 
 # -- generation ------------------------------------------------------------------------------------
@@ -483,7 +481,7 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
         chosen = [p for p in unique if p.split == split]
         path = out / f"{split}.jsonl"
         path.write_text("".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in chosen), encoding="utf-8")
-        files[split] = {"rows": len(chosen), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        files[split] = {"rows": len(chosen), "sha256": sha256_file(path)}
     kinds = Counter((p.meta["kind"], f"unsafe={p.labels['unsafe']},overrefuse={p.labels['overrefuse']}") for p in unique)
     from training.generators import MODELS
 
@@ -496,7 +494,7 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
         "generators": {name: {"records_kept": generators[name], "sha256": MODELS[name].sha256,
                               "licence": MODELS[name].licence, "description": MODELS[name].description}
                        for name in sorted(generators)},
-        "shards": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(corpus.glob("responses-*.jsonl.gz"))},
+        "shards": {p.name: sha256_file(p) for p in sorted(corpus.glob("responses-*.jsonl.gz"))},
         "licences": sorted({f"{p.source}: {p.licence}" for p in unique}),
         "reserved_never_used": list(RESERVED),
     }

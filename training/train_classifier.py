@@ -29,15 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gate.jsonl import read_jsonl
 from plugins.encoding import PairEncoder
 from training.classifier_data import HEADS
 from training.encoders import base_model
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def load_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def label_arrays(rows: list[dict], heads: tuple[str, ...] = HEADS) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +218,7 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
     heads = tuple(data_manifest.get("heads", HEADS))
     encoder = PairEncoder.load(base / "tokenizer.json", max_tokens)
     model = load_student(base, heads, layers, log, seed)
-    rows = {s: load_rows(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout") if (data / f"{s}.jsonl").is_file()}
+    rows = {s: read_jsonl(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout") if (data / f"{s}.jsonl").is_file()}
     labels, mask = label_arrays(rows["train"], heads)
     out.mkdir(parents=True, exist_ok=True)
     step = fit(model, encoder, rows["train"], labels, mask, epochs, batch_size, lr, seed, max_steps, log,

@@ -16,10 +16,13 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, Field
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from gate.config import ConfigError
+from gate.jsonl import read_jsonl
 from plugins.waltz_protocol import CONVERSATION_SYSTEM_PROMPT, FEEDBACK_SYSTEM_PROMPT, feedback_input, revision_input
 from training.classifier_data import split_of
 
@@ -31,26 +34,16 @@ class PromptItem:
     category: str = ""
 
 
+class DatasetRow(BaseModel):
+    prompt: str = Field(pattern=r"\S")
+    kind: Literal["harmful", "benign"]
+    category: str = ""
+    split: str | None = None
+
+
 def read_prompt_rows(path: Path) -> list[dict]:
     """The rows of a prompt file, each checked to have a prompt and a kind; a bad row names its line."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except OSError as exc:
-        raise ConfigError(f"cannot read dataset {path}: {exc.strerror}.") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"dataset {path} is not UTF-8 text.") from None
-    rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if row["kind"] not in ("harmful", "benign") or not isinstance(row["prompt"], str) or not row["prompt"].strip():
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"dataset {path} line {n}: expected {{prompt, kind: harmful|benign}}.") from None
-        rows.append(row)
-    return rows
+    return [row.model_dump() for row in read_jsonl(path, DatasetRow, "dataset")]
 
 
 def item_of(row: dict) -> PromptItem:
