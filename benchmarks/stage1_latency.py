@@ -1,4 +1,4 @@
-"""Stage 1 latency per check through the gate (all three pattern packs, prompt + response).
+"""Stage 1 latency per check through the gate (every built-in pattern pack, prompt + response).
 
 Sizes: 1 KB, 4 KB and 64 KB responses of ordinary English, a 4 KB response with non-ASCII text (the
 slower normalisation path), and a 1 MB adversarial string made to trigger backtracking: "a." repeated

@@ -187,7 +187,7 @@ def depth(args: argparse.Namespace) -> None:
 def gate(args: argparse.Namespace) -> None:
     from gate import CheckRequest, Gate, GateSettings
 
-    g = Gate.from_settings(GateSettings(plugins=["harmful", "malicious", "privacy", "waltzrl"], stage2={"mode": "enforce"}))
+    g = Gate.from_settings(GateSettings(stage2={"mode": "enforce"}))  # the built-in plugins
     print("| check | p50 ms | p95 ms |")
     print("|---|---:|---:|")
     for label, req in [("pre-check, short prompt", CheckRequest(prompt="How do I bake bread?")),

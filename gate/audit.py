@@ -40,17 +40,13 @@ def _digest(text: str | None) -> dict | None:
 
 def record(request: CheckRequest, verdict: Verdict, raw_text: bool) -> dict:
     """The audit line for one decision."""
-    statuses = {name.removeprefix("plugin."): Status.OK.value for name in verdict.timings if name.startswith("plugin.")}
-    for f in (*verdict.findings, *verdict.shadow_findings):
-        if f.status != Status.OK:
-            statuses[f.plugin] = f.status.value
     ctx = request.context
     out = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "correlation_id": verdict.correlation_id,
         "decision": verdict.decision.value,
         "categories": sorted({f.category for f in verdict.findings if f.status == Status.OK and f.category}),
-        "plugins": statuses,
+        "plugins": {name: status.value for name, status in verdict.plugin_statuses.items()},
         "bypassed": verdict.bypassed,
         "degraded": verdict.degraded,
         "stage2": {

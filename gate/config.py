@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
+from importlib.metadata import distribution
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gate.audit import AuditSettings
 from gate.errors import WaltzGateError
+from gate.hookspecs import PROJECT
 from gate.types import Decision, Severity, Source, Stage2Mode
 
 
@@ -103,11 +105,17 @@ class ServerSettings(_Strict):
     audit: AuditSettings = AuditSettings()
 
 
+def builtin_plugins() -> list[str]:
+    """This package's own plugins: its entry points (pyproject.toml), in their order."""
+    return [ep.name for ep in distribution("waltz-gate").entry_points.select(group=PROJECT)]
+
+
 class GateSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WALTZ_GATE_", env_nested_delimiter="__", extra="forbid")
 
-    # The embedded default: Stage 1 patterns and Stage 2 with the shipped model (offline flags enforce it).
-    plugins: list[str] = ["harmful", "malicious", "privacy", "waltzrl"]
+    # The embedded default: every plugin this package ships, Stage 1 patterns and Stage 2 with the shipped model
+    # (offline flags enforce it).
+    plugins: list[str] = Field(default_factory=builtin_plugins)
     plugin_settings: dict[str, PluginSettings] = {}
     budget_ms: float = Field(default=500.0, gt=0)
     policy: PolicySettings = PolicySettings()

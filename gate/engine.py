@@ -52,6 +52,7 @@ class _Run:
     mode: Stage2Mode = Stage2Mode.OFF
     reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    statuses: dict[str, Status] = field(default_factory=dict)  # each plugin's, as it ran (the audit's)
     findings: list[Finding] = field(default_factory=list)
     stage2: list[Finding] = field(default_factory=list)
     shadow: list[Finding] = field(default_factory=list)
@@ -158,7 +159,7 @@ class Gate:
         start = time.perf_counter()
         run = _Run(request, start, start + self.settings.budget_ms / 1000.0)
         for plugin in self._stage1:
-            run.findings += self._run_inline(plugin, request, run.timings)
+            run.findings += self._run_inline(plugin, run)
         run.timings["stage1"] = _ms(time.perf_counter() - run.start)
 
         if not self._stage2:
@@ -171,7 +172,7 @@ class Gate:
             return run
         run.submitted = time.perf_counter()
         if any(f.action == Decision.BLOCK for f in run.findings):
-            run.stage2 = [self._skipped(p, "stage 1 already blocked") for p in self._stage2]
+            run.stage2 = [self._skipped(p, "stage 1 already blocked", run) for p in self._stage2]
             return run
         for p in self._stage2:
             deadline = min(run.submitted + p.timeout_s, run.deadline)
@@ -179,75 +180,60 @@ class Gate:
                 run.jobs.append(_Job(p, self._batchers[p.name].future(request, deadline), deadline))
             except Overloaded as exc:
                 self.metrics.stage2_shed.labels(p.name).inc()
-                run.stage2.append(self._failed(p, Status.SHED, f"shed: {exc}", 0.0, run.timings))
+                run.stage2.append(self._failed(p, Status.SHED, f"shed: {exc}", 0.0, run))
         return run
 
     def _finish(self, run: _Run) -> Verdict:
         for job in run.jobs:
-            run.stage2 += self._settle(job, time.perf_counter() - run.submitted, run.timings)
+            run.stage2 += self._settle(job, time.perf_counter() - run.submitted, run)
         if run.mode != Stage2Mode.OFF:
             run.timings["stage2"] = _ms(time.perf_counter() - run.submitted)
             (run.findings if run.mode == Stage2Mode.ENFORCE else run.shadow).extend(run.stage2)
         correlation_id = run.request.context.correlation_id or uuid.uuid4().hex
-        verdict = self._verdict(run.request, run.findings, run.shadow, run.mode, run.reason, correlation_id,
-                                run.timings, run.start)
+        verdict = self._verdict(run, correlation_id)
         self.metrics.requests.labels(verdict.decision, run.mode).inc()
         self.metrics.latency.labels(verdict.decision).observe(verdict.latency_ms / 1000.0)
         return verdict
 
     # -- running plugins --------------------------------------------------------------------------
 
-    def _run_inline(self, plugin: LoadedPlugin, request: CheckRequest, timings: dict[str, float]) -> list[Finding]:
+    def _run_inline(self, plugin: LoadedPlugin, run: _Run) -> list[Finding]:
         t = time.perf_counter()
         try:
-            result = plugin.check(request)
+            result = plugin.check(run.request)
         except Exception as exc:
-            return [self._failed(plugin, Status.ERROR, f"{type(exc).__name__}: {exc}", time.perf_counter() - t, timings)]
+            return [self._failed(plugin, Status.ERROR, f"{type(exc).__name__}: {exc}", time.perf_counter() - t, run)]
         elapsed = time.perf_counter() - t
         if elapsed > plugin.timeout_s:
-            return [self._failed(plugin, Status.TIMEOUT, f"took {_ms(elapsed)} ms, over its timeout", elapsed, timings)]
-        return self._wrap(plugin, result, elapsed, timings)
+            return [self._failed(plugin, Status.TIMEOUT, f"took {_ms(elapsed)} ms, over its timeout", elapsed, run)]
+        return self._wrap(plugin, result, elapsed, run)
 
-    def _settle(self, job: _Job, elapsed: float, timings: dict[str, float]) -> list[Finding]:
+    def _settle(self, job: _Job, elapsed: float, run: _Run) -> list[Finding]:
         """A Stage 2 job's outcome as findings: its detections, or a timeout/error finding."""
         outcome = job.outcome
         if isinstance(outcome, TimeoutError):  # waited out, or dropped unrun (DeadlineExceeded)
             job.future.cancel()
-            return [self._failed(job.plugin, Status.TIMEOUT, "deadline exceeded", elapsed, timings)]
+            return [self._failed(job.plugin, Status.TIMEOUT, "deadline exceeded", elapsed, run)]
         if isinstance(outcome, Exception):
-            return [self._failed(job.plugin, Status.ERROR, f"{type(outcome).__name__}: {outcome}", elapsed, timings)]
-        return self._wrap(job.plugin, outcome, elapsed, timings)
+            return [self._failed(job.plugin, Status.ERROR, f"{type(outcome).__name__}: {outcome}", elapsed, run)]
+        return self._wrap(job.plugin, outcome, elapsed, run)
 
     # -- findings ---------------------------------------------------------------------------------
 
-    def _wrap(self, plugin: LoadedPlugin, result: object, elapsed: float, timings: dict[str, float]) -> list[Finding]:
+    def _wrap(self, plugin: LoadedPlugin, result: object, elapsed: float, run: _Run) -> list[Finding]:
         if not isinstance(result, list | tuple) or not all(isinstance(d, Detection) for d in result):
             got = type(result).__name__
-            return [self._failed(plugin, Status.ERROR, f"returned {got}, not a sequence of Detection", elapsed, timings)]
-        self._observe(plugin, Status.OK, elapsed, timings)
+            return [self._failed(plugin, Status.ERROR, f"returned {got}, not a sequence of Detection", elapsed, run)]
+        self._observe(plugin, Status.OK, elapsed, run)
         latency = _ms(elapsed)
         return [
-            Finding(
-                plugin=plugin.name,
-                stage=plugin.stage,
-                status=Status.OK,
-                category=d.category,
-                severity=d.severity,
-                action=self.policy.action(d.category, d.source, d.severity),
-                source=d.source,
-                score=d.score,
-                spans=d.spans,
-                message=d.message,
-                feedback=d.feedback,
-                labels=d.labels,
-                revision=d.revision,
-                latency_ms=latency,
-            )
+            Finding(**dict(d), plugin=plugin.name, stage=plugin.stage, status=Status.OK,
+                    action=self.policy.action(d.category, d.source, d.severity), latency_ms=latency)
             for d in result
         ]
 
-    def _failed(self, plugin: LoadedPlugin, status: Status, message: str, elapsed: float, timings: dict[str, float]) -> Finding:
-        self._observe(plugin, status, elapsed, timings)
+    def _failed(self, plugin: LoadedPlugin, status: Status, message: str, elapsed: float, run: _Run) -> Finding:
+        self._observe(plugin, status, elapsed, run)
         return Finding(
             plugin=plugin.name,
             stage=plugin.stage,
@@ -258,28 +244,21 @@ class Gate:
             latency_ms=_ms(elapsed),
         )
 
-    def _skipped(self, plugin: LoadedPlugin, reason: str) -> Finding:
+    def _skipped(self, plugin: LoadedPlugin, reason: str, run: _Run) -> Finding:
+        run.statuses[plugin.name] = Status.SKIPPED
         self.metrics.plugin_status.labels(plugin.name, Status.SKIPPED).inc()
         return Finding(plugin=plugin.name, stage=plugin.stage, status=Status.SKIPPED, message=reason)
 
-    def _observe(self, plugin: LoadedPlugin, status: Status, elapsed: float, timings: dict[str, float]) -> None:
-        timings[f"plugin.{plugin.name}"] = _ms(elapsed)
+    def _observe(self, plugin: LoadedPlugin, status: Status, elapsed: float, run: _Run) -> None:
+        run.timings[f"plugin.{plugin.name}"] = _ms(elapsed)
+        run.statuses[plugin.name] = status
         self.metrics.plugin_status.labels(plugin.name, status).inc()
         self.metrics.plugin_latency.labels(plugin.name).observe(elapsed)
 
     # -- verdict ----------------------------------------------------------------------------------
 
-    def _verdict(
-        self,
-        request: CheckRequest,
-        findings: list[Finding],
-        shadow: list[Finding],
-        mode: Stage2Mode,
-        reason: str,
-        correlation_id: str,
-        timings: dict[str, float],
-        start: float,
-    ) -> Verdict:
+    def _verdict(self, run: _Run, correlation_id: str) -> Verdict:
+        request, findings, shadow, timings = run.request, run.findings, run.shadow, run.timings
         decision, text, feedback, revised = self.policy.decide(request, findings)
         failures = [f for f in findings if f.status in (Status.ERROR, Status.TIMEOUT, Status.SHED)]
         degraded = bool(failures)
@@ -299,20 +278,21 @@ class Gate:
                 labels[k] = labels.get(k, False) or v
         category = next((f.category for f in stage2_ok if f.action != Decision.ALLOW), None)
 
-        timings["total"] = _ms(time.perf_counter() - start)
+        timings["total"] = _ms(time.perf_counter() - run.start)
         return Verdict(
             decision=decision,
             response=text,
             feedback=feedback,
             revised=revised,
             findings=tuple(findings),
-            stage2=Stage2Info(mode=mode, reason=reason, labels=labels, category=category, would_decide=would_decide),
+            stage2=Stage2Info(mode=run.mode, reason=run.reason, labels=labels, category=category, would_decide=would_decide),
             bypassed=bypassed,
             degraded=degraded,
             latency_ms=timings["total"],
             correlation_id=correlation_id,
             timings=timings,
             shadow_findings=tuple(shadow),
+            plugin_statuses=run.statuses,
         )
 
 

@@ -1,4 +1,13 @@
-"""Plugin discovery and loading through pluggy and the ``waltz_gate`` entry-point group."""
+"""Plugin discovery and loading through pluggy and the ``waltz_gate`` entry-point group.
+
+pluggy's PluginManager registers the plugins and checks their hook implementations against the spec
+(gate/hookspecs.py); the gate then calls each plugin's own implementation (``hook.get_hookimpls()``), not
+``pm.hook.<name>``, because it needs one call per plugin: ``pm.hook.gate_check`` runs every plugin in one
+thread, one after another, and the first exception aborts the rest, while the gate gives each plugin its own
+deadline, worker pool (Stage 2), failure status and metrics, and its own settings in ``gate_setup``.
+``pm.subset_hook_caller`` would make that one call per plugin, but it drops a ``None`` result (a plugin
+bug that must read as an error, never as "nothing found") and costs about 2 us a call against 0.1 us.
+"""
 
 from __future__ import annotations
 

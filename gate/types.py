@@ -17,7 +17,15 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Decision(StrEnum):
+class _Ranked(StrEnum):
+    """An enum whose members are declared from mildest to strictest; `rank` compares them."""
+
+    @property
+    def rank(self) -> int:
+        return list(type(self)).index(self)
+
+
+class Decision(_Ranked):
     """What the router does with the agent's answer; members are ordered from mildest to strictest."""
 
     ALLOW = "allow"
@@ -25,26 +33,12 @@ class Decision(StrEnum):
     REVISE = "revise"
     BLOCK = "block"
 
-    @property
-    def rank(self) -> int:
-        return _DECISION_ORDER.index(self)
 
-
-_DECISION_ORDER = list(Decision)
-
-
-class Severity(StrEnum):
+class Severity(_Ranked):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
     CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        return _SEVERITY_ORDER.index(self)
-
-
-_SEVERITY_ORDER = list(Severity)
 
 
 class Status(StrEnum):
@@ -95,13 +89,15 @@ class Span(_Frozen):
     evidence: str
 
 
-class Detection(_Frozen):
-    """A plugin's judgement: what it found. Stage 2 plugins also fill labels, feedback and revision."""
+class _Found(_Frozen):
+    """What a plugin found, declared once: a Detection is this with category, severity and source required; a
+    Finding is this plus what the framework recorded. A failure's finding has category ``gate.plugin_failure``
+    and the reason as message; a skipped plugin's, the reason only."""
 
-    category: str
-    severity: Severity
-    source: Source
-    score: float = Field(default=1.0, ge=0.0, le=1.0)
+    category: str | None = None
+    severity: Severity | None = None
+    source: Source | None = None
+    score: float | None = None
     spans: tuple[Span, ...] = ()
     message: str | None = None
     feedback: str | None = None
@@ -109,22 +105,23 @@ class Detection(_Frozen):
     revision: str | None = None
 
 
-class Finding(_Frozen):
+class Detection(_Found):
+    """A plugin's judgement: what it found. Stage 2 plugins also fill labels, feedback and revision."""
+
+    category: str
+    severity: Severity
+    source: Source
+    score: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class Finding(_Found):
     """A detection (or a failure to produce one) as the framework records it."""
 
     plugin: str
     stage: int
     status: Status
-    category: str | None = None
-    severity: Severity | None = None
     action: Decision = Decision.ALLOW
-    source: Source | None = None
-    score: float | None = None
-    spans: tuple[Span, ...] = ()
-    message: str | None = None
-    feedback: str | None = None
-    labels: dict[str, bool] = {}
-    revision: str | None = Field(default=None, exclude=True)
+    revision: str | None = Field(default=None, exclude=True)  # the verdict's response carries it
     latency_ms: float = 0.0
 
 
@@ -155,3 +152,5 @@ class Verdict(_Frozen):
     timings: dict[str, float] = {}
     # Stage 2 findings in shadow mode: audit log only.
     shadow_findings: tuple[Finding, ...] = Field(default=(), exclude=True)
+    # Each plugin's status in this check, shadow and skipped ones included: audit log only.
+    plugin_statuses: dict[str, Status] = Field(default={}, exclude=True)

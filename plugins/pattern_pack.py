@@ -6,6 +6,7 @@ run on their own to find spans, which are mapped back to offsets of the original
 
 A pack file (YAML) holds:
     pack: the plugin name; categories are reported as `<pack>.<category>`
+    description: one line, shown by `waltz-gate plugins`
     normalize: light | full (see gate.normalize); patterns are written against the normalised text
     defines: named regex fragments, used in patterns as %{name}
     categories: per category: severity, and feedback (what the agent must change, for revise)
@@ -102,9 +103,10 @@ class _PatternSpec(BaseModel):
         return v
 
 
-class _PackSpec(BaseModel):
+class PackSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pack: str
+    description: str = ""
     normalize: Level
     defines: dict[str, str] = {}
     categories: dict[str, _CategorySpec]
@@ -127,7 +129,7 @@ _DEFINE = re.compile(r"%\{(\w+)\}")
 
 
 class PatternPack:
-    def __init__(self, spec: _PackSpec, origin: str):
+    def __init__(self, spec: PackSpec, origin: str):
         self.name = spec.pack
         self.level: Level = spec.normalize
         self.categories = {f"{spec.pack}.{k}": v for k, v in spec.categories.items()}
@@ -175,18 +177,7 @@ class PatternPack:
 
     @classmethod
     def load(cls, path: str | Path) -> PatternPack:
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise PatternError(f"cannot read pattern pack {path}: {exc}") from None
-        try:
-            spec = _PackSpec.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(x) for x in first["loc"])
-            raise PatternError(f"pattern pack {path}: {loc}: {first['msg']}") from None
-        return cls(spec, str(path))
+        return cls(read_spec(path), str(path))
 
     def scan(self, text: str, source: Source, max_spans: int = 16) -> list[Detection]:
         """Detections in `text`, one per category, with a span for every match (offsets into the original
@@ -240,6 +231,21 @@ class PatternPack:
             if not pattern.validator or pattern.validator(text[start:end]):
                 found.append((start, end))
         return found
+
+
+def read_spec(path: str | Path) -> PackSpec:
+    """A pack file, parsed and validated (its patterns not yet compiled)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PatternError(f"cannot read pattern pack {path}: {exc}") from None
+    try:
+        return PackSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise PatternError(f"pattern pack {path}: {loc}: {first['msg']}") from None
 
 
 def _expand(defines: dict[str, str], name: str, where: str) -> str:

@@ -1,15 +1,24 @@
-"""Stage 1: the built-in pattern plugins. Each scans the prompt and the response with one pack."""
+"""Stage 1: the pattern plugins. Each scans the prompt and the response with one pack.
+
+The entry points are the list of packs: ``harmful = "plugins.stage1:harmful"`` (pyproject.toml) names this
+module's attribute ``harmful``, the plugin class of ``packs/harmful.yaml``, made on first access (PEP 562)
+with the pack file's description. A new pack is its YAML file in ``packs/`` and one entry-point line; the
+pack tests run over every installed pattern plugin (``installed_packs``). Another package can ship a pack
+too: a ``PatternPlugin`` subclass with its own ``name``, ``description`` and ``pack_file``.
+"""
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from gate.hookspecs import hookimpl
+from gate.registry import installed
 from gate.types import CheckRequest, Detection, Source
-from plugins.pattern_pack import PatternPack
+from plugins.pattern_pack import PatternError, PatternPack, read_spec
 
 PACKS = Path(__file__).parent / "packs"
 
@@ -19,6 +28,7 @@ class PatternPlugin:
     timeout_ms = 50.0
     name: str
     description: str
+    pack_file: Path
 
     class Settings(BaseModel):
         pack: Path | None = None  # a pack file to use instead of the built-in one
@@ -27,7 +37,7 @@ class PatternPlugin:
 
     @hookimpl
     def gate_setup(self, settings: dict[str, Any]) -> None:
-        self.pack = PatternPack.load(settings["pack"] or PACKS / f"{self.name}.yaml")
+        self.pack = PatternPack.load(settings["pack"] or self.pack_file)
         self.max_spans = settings["max_spans"]
 
     @hookimpl
@@ -38,16 +48,25 @@ class PatternPlugin:
         return found
 
 
-class HarmfulPatterns(PatternPlugin):
-    name = "harmful"
-    description = "Requests for, and instructions giving, serious harm: weapons, drugs, self-harm, CSAM, crime."
+@cache
+def _pack_plugin(name: str) -> type[PatternPlugin]:
+    path = PACKS / f"{name}.yaml"
+    spec = read_spec(path)
+    if spec.pack != name:
+        raise PatternError(f"pattern pack {path}: pack is {spec.pack!r}; it must equal the file's name {name!r}")
+    # Named as the module attribute it is, so that pickle and repr find it again.
+    return type(name, (PatternPlugin,), {"name": name, "description": spec.description, "pack_file": path,
+                                         "__module__": __name__, "__qualname__": name})
 
 
-class MaliciousPatterns(PatternPlugin):
-    name = "malicious"
-    description = "Prompt injection, jailbreak phrasing, system-prompt exfiltration, code injection, credential theft."
+def __getattr__(name: str) -> type[PatternPlugin]:
+    if name.isidentifier() and (PACKS / f"{name}.yaml").is_file():
+        return _pack_plugin(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class PrivacyPatterns(PatternPlugin):
-    name = "privacy"
-    description = "Personal data and secrets: e-mail, phone, SSN, payment cards (Luhn), IBAN, API keys, IPs."
+def installed_packs() -> dict[str, Path]:
+    """The pack file of every installed pattern plugin (a ``waltz_gate`` entry point whose class is a
+    ``PatternPlugin``), by plugin name, in entry-point order."""
+    classes = {name: ep.load() for name, ep in installed().items()}
+    return {name: cls.pack_file for name, cls in classes.items() if isinstance(cls, type) and issubclass(cls, PatternPlugin)}

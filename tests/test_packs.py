@@ -6,10 +6,10 @@ import pytest
 
 from gate.types import Source
 from plugins.pattern_pack import PatternError, PatternPack
-from plugins.stage1 import PACKS
+from plugins.stage1 import installed_packs
 
-PACK_NAMES = ["harmful", "malicious", "privacy"]
-PACKS_LOADED = {name: PatternPack.load(PACKS / f"{name}.yaml") for name in PACK_NAMES}
+# Every installed pattern plugin's pack: a pack added with its entry point is tested here as it is.
+PACKS_LOADED = {name: PatternPack.load(path) for name, path in installed_packs().items()}
 CASES = [
     (name, pattern, text, expect)
     for name, pack in PACKS_LOADED.items()
@@ -82,3 +82,25 @@ def test_catastrophic_backtracking_input_is_linear():
     pack = PACKS_LOADED["harmful"]
     text = "how to " + "make " * 50_000 + "!"
     assert pack.scan(text, Source.PROMPT) == []
+
+
+def test_a_pack_from_another_package_is_found_through_its_entry_point(tmp_path, monkeypatch):
+    from gate.config import GateSettings
+    from gate.registry import load_plugins
+    from gate.types import CheckRequest
+
+    pack = tmp_path / "extra.yaml"
+    pack.write_text(PACK_HEAD.replace("pack: t", "pack: extra") + GOOD)
+    (tmp_path / "extra_pack.py").write_text(
+        "from pathlib import Path\n\nfrom plugins.stage1 import PatternPlugin\n\n\n"
+        "class ExtraPatterns(PatternPlugin):\n"
+        f"    name, description, pack_file = 'extra', 'A test pack.', Path({str(pack)!r})\n")
+    dist = tmp_path / "extra_pack-0.0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: extra-pack\nVersion: 0.0.0\n")
+    (dist / "entry_points.txt").write_text("[waltz_gate]\nextra = extra_pack:ExtraPatterns\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert installed_packs()["extra"] == pack
+    (plugin,) = load_plugins(GateSettings(plugins=["extra"]))
+    assert plugin.description == "A test pack."
+    assert [d.category for d in plugin.check(CheckRequest(prompt="abc"))] == ["extra.c"]
