@@ -25,10 +25,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gate.config import ConfigError
 from gate.hookspecs import hookimpl
 from gate.types import CheckRequest, Detection, Severity, Source
-from plugins.onnx_models import CausalLM, ClassifierModel
-from plugins.remote_llm import RemoteChat
+from plugins.chat import Chat, ChatSettings, make_chat
+from plugins.onnx_models import ClassifierModel
 from plugins.waltz_protocol import (
     CONVERSATION_SYSTEM_PROMPT,
     FEEDBACK_SYSTEM_PROMPT,
@@ -98,21 +99,20 @@ class FeedbackAgent:
             check_heads(self.classifier.labels)
             self.thresholds = {**self.classifier.config.get("thresholds", {}), **settings["thresholds"]}
         else:
-            self.judge_llm = self._chat(backend, settings["model_dir"], settings["url"], settings["remote_model"])
-        revision = settings["revision_backend"]
-        self.reviser = None
-        if revision != "none":
-            self.reviser = self._chat(revision, settings["revision_model_dir"], settings["revision_url"],
-                                      settings["revision_remote_model"])
+            self.judge_llm = self._chat("backend")
+        self.reviser = None if settings["revision_backend"] == "none" else self._chat("revision_backend")
 
-    def _chat(self, kind: str, model_dir: str | None, url: str | None, remote_model: str):
-        if kind == "generative":
-            if not model_dir:
-                raise ValueError("a generative backend needs a model_dir (an exported ONNX causal LM)")
-            return CausalLM(model_dir, self.settings["threads"], self.settings["model_file"])
-        if kind == "remote":
-            return RemoteChat(url, remote_model, self.settings["api_key_env"], self.settings["timeout_s"])
-        raise ValueError(f"revision_backend must be none, generative or remote, not {kind!r}")
+    def _chat(self, setting: str) -> Chat:
+        """The chat that `backend` or `revision_backend` names (generative: an ONNX causal LM), from the settings
+        beside it (`revision_model_dir`, `revision_url`, `revision_remote_model` for the revision)."""
+        s, prefix = self.settings, setting.removesuffix("backend")
+        try:
+            return make_chat(ChatSettings(
+                kind="onnx" if s[setting] == "generative" else "remote", model_dir=s[f"{prefix}model_dir"],
+                model_file=s["model_file"], threads=s["threads"], url=s[f"{prefix}url"],
+                model=s[f"{prefix}remote_model"], api_key_env=s["api_key_env"], timeout_s=s["timeout_s"]))
+        except ConfigError as exc:
+            raise ConfigError(f"{setting} {s[setting]}: {exc}") from None
 
     @hookimpl
     def gate_ready(self) -> bool:
@@ -206,6 +206,6 @@ def classifier_labels(labels: Sequence[str], probs: Sequence[float], thresholds:
     return unsafe, overrefuse, p["response_harmful"] if unsafe else p["refusal"]
 
 
-def ask_feedback_agent(chat, prompt: str, response: str | None, max_new_tokens: int) -> Feedback:
+def ask_feedback_agent(chat: Chat, prompt: str, response: str | None, max_new_tokens: int) -> Feedback:
     """One verdict from a generative or remote feedback agent; raises FormatError on a malformed answer."""
     return parse_feedback(chat.chat(FEEDBACK_SYSTEM_PROMPT, feedback_input(prompt, NO_RESPONSE if response is None else response), max_new_tokens))

@@ -14,11 +14,9 @@ class RemoteError(WaltzGateError, RuntimeError):
 
 
 class RemoteChat:
-    """Same `chat(system, user, max_new_tokens)` interface as `onnx_models.CausalLM`."""
+    """A `plugins.chat.Chat` answered by the endpoint at `url` (built by `plugins.chat.make_chat`)."""
 
     def __init__(self, url: str, model: str, api_key_env: str | None = None, timeout_s: float = 10.0):
-        if not url:
-            raise ValueError("a remote backend needs 'url' (the OpenAI-compatible base URL)")
         key = os.environ.get(api_key_env) if api_key_env else None
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.model = model

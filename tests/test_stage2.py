@@ -10,10 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from gate import CheckRequest, Gate, GateSettings, Stage2Mode, Status
+from gate.config import ConfigError, describe
+from plugins.chat import ChatSettings, make_chat
 from plugins.onnx_models import CausalLM, ClassifierModel
-from plugins.waltz_protocol import FormatError, parse_feedback
+from plugins.remote_llm import RemoteChat
+from plugins.scripted_chat import ScriptedChat
+from plugins.waltz_protocol import FormatError, parse_feedback, revision_input
 from training.export import ExportError, export
 from training.tiny import tiny_causal_lm, tiny_classifier
 
@@ -113,6 +118,35 @@ def test_feedback_json_parsing(text, error):
             parse_feedback(text)
 
 
+def test_one_factory_builds_every_chat_kind(tiny_lm, fake_openai, tmp_path):
+    _, out = tiny_lm
+    script = tmp_path / "agent.jsonl"
+    script.write_text(json.dumps({"prompt": "hi", "response": "hello", "revision": "hello again"}) + "\n")
+    onnx = make_chat(ChatSettings(kind="onnx", model_dir=out, model_file="model.onnx"))
+    assert isinstance(onnx, CausalLM) and isinstance(onnx.chat("s", "hi", 4), str)
+    remote = make_chat(ChatSettings.from_spec(f"remote:{fake_openai}"))
+    assert isinstance(remote, RemoteChat) and remote.chat("You are the conversation agent.", "hi", 8) == "A revised, safe answer."
+    scripted = make_chat(ChatSettings.from_spec(f"scripted:{script}"))
+    assert isinstance(scripted, ScriptedChat) and scripted.chat("s", "hi", 8) == "hello"
+    assert scripted.chat("s", revision_input("hi", "hello", "be nicer"), 8) == "hello again"
+    assert isinstance(make_chat(ChatSettings.from_spec(f"onnx:{out}")), CausalLM)
+
+
+def test_chat_factory_refuses_unknown_kinds_and_missing_settings():
+    with pytest.raises(ConfigError, match="'gpu:x' names no chat: use onnx:DIR, remote:URL or scripted:FILE"):
+        ChatSettings.from_spec("gpu:x")
+    with pytest.raises(ConfigError, match="names no chat"):
+        ChatSettings.from_spec("remote:")
+    with pytest.raises(ValidationError) as caught:
+        ChatSettings(kind="gpu")
+    assert describe(caught.value) == "kind: Input should be 'onnx', 'remote' or 'scripted' (got 'gpu')."
+    with pytest.raises(ConfigError, match=r"the remote chat needs url \(the OpenAI-compatible base URL\)"):
+        make_chat(ChatSettings(kind="remote"))
+    with pytest.raises(ConfigError, match="plugin 'waltzrl' failed to start: revision_backend generative: the onnx chat needs model_dir"):
+        Gate.from_settings(GateSettings(plugins=["waltzrl"], stage2={"flags": False, "mode": "enforce"},
+                                        plugin_settings={"waltzrl": {"settings": {"revision_backend": "generative"}}}))
+
+
 def _remote_gate(url, **extra):
     settings = {"backend": "remote", "url": url, **extra}
     return Gate.from_settings(GateSettings(plugins=["waltzrl"], stage2={"flags": False, "mode": "enforce"},
@@ -166,8 +200,6 @@ def test_serving_path_imports_no_torch(tmp_path):
 
 
 def test_a_classifier_with_unknown_heads_is_a_start_up_error(tmp_path):
-    from gate.config import ConfigError
-
     src = tiny_classifier(tmp_path / "hf", labels=("toxic", "spam"))
     export(src, tmp_path / "onnx", quantize=False, serve="fp32")
     with pytest.raises(ConfigError, match="neither"):

@@ -1,9 +1,10 @@
 """`waltz-gate distill`: a teacher labels (prompt, response) pairs; a compact classifier learns the labels.
 
 Teachers (``--teacher``):
-- ``onnx:DIR`` / ``remote:URL``: a trained feedback agent answering in the protocol's JSON (an exported
-  ONNX causal LM, or an OpenAI-compatible endpoint). A pre-check row (no response) is asked as the gate
-  asks it. An answer that is not the protocol's JSON is a format failure: the row is dropped and counted.
+- ``onnx:DIR`` / ``remote:URL`` / ``scripted:FILE``: a trained feedback agent answering in the protocol's
+  JSON (an exported ONNX causal LM, an OpenAI-compatible endpoint, or recorded answers). A pre-check row
+  (no response) is asked as the gate asks it. An answer that is not the protocol's JSON is a format failure:
+  the row is dropped and counted.
 - ``judge:FILE``: any judge (the trainer's judge section as YAML: rule, classifier, remote); a judge labels
   responses, so rows without one are dropped and counted.
 - ``classifier:DIR``: a Stage 2 classifier (ONNX); its probabilities are soft targets for every head.
@@ -27,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from gate.errors import WaltzGateError
 from gate.jsonl import read_jsonl
+from plugins.chat import REQUIRED, SPECS, Chat
 from plugins.feedback import DECOMPOSED, DIRECT, ask_feedback_agent, check_heads, classifier_labels
 from plugins.waltz_protocol import FormatError
 from training.classifier_data import split_of
@@ -75,7 +77,7 @@ class ClassifierTeacher:
 class AgentTeacher:
     heads = DIRECT
 
-    def __init__(self, chat, max_new_tokens: int = 256):
+    def __init__(self, chat: Chat, max_new_tokens: int = 256):
         self.chat, self.max_new_tokens = chat, max_new_tokens
 
     def label(self, pairs: list[tuple[str, str | None]], log) -> np.ndarray:
@@ -105,8 +107,9 @@ class JudgeTeacher:
 
 def make_teacher(spec: str):
     kind, _, where = spec.partition(":")
+    usage = f"--teacher {spec!r}: use a feedback agent ({SPECS}), judge:FILE or classifier:DIR"
     if not where:
-        raise DistillError(f"--teacher {spec!r}: use onnx:DIR, remote:URL, judge:FILE or classifier:DIR")
+        raise DistillError(usage)
     if kind == "classifier":
         return ClassifierTeacher(where)
     if kind == "judge":
@@ -115,11 +118,11 @@ def make_teacher(spec: str):
         from training.waltz.judge import make_judge
 
         return JudgeTeacher(make_judge(JudgeConfig.model_validate(read_yaml_mapping(Path(where), "judge config"))))
-    if kind in ("onnx", "remote"):
+    if kind in REQUIRED:
         from training.evaluate import make_agent
 
         return AgentTeacher(make_agent(spec))
-    raise DistillError(f"--teacher {spec!r}: use onnx:DIR, remote:URL, judge:FILE or classifier:DIR")
+    raise DistillError(usage)
 
 
 def targets(rows: list[dict], teacher_probs: np.ndarray, heads: tuple[str, ...], gold_weight: float) -> np.ndarray:

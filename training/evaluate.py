@@ -15,12 +15,11 @@ FTR = share of prompts where feedback triggered a revision; DIR = mean R_c(final
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from pathlib import Path
 
-from gate.config import ConfigError, read_text
-from plugins.waltz_protocol import CONVERSATION_SYSTEM_PROMPT, FEEDBACK_SYSTEM_PROMPT, FormatError, feedback_input, parse_feedback, revision_input
+from plugins.chat import Chat, ChatSettings, make_chat
+from plugins.feedback import ask_feedback_agent
+from plugins.waltz_protocol import CONVERSATION_SYSTEM_PROMPT, FormatError, revision_input
 from training.waltz.data import PromptItem
 
 
@@ -35,44 +34,12 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-class ScriptedAgent:
-    """Answers from a JSONL file: `response` first, `revision` when asked again with feedback."""
-
-    def __init__(self, path: Path):
-        self.answers = {}
-        for n, line in enumerate(read_text(path, "scripted agent file").split("\n"), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                    self.answers[row["prompt"]] = (row["response"], row.get("revision", row["response"]))
-                except (ValueError, KeyError, TypeError):
-                    raise ConfigError(f"{path} line {n}: expected {{prompt, response[, revision]}}.") from None
-
-    def chat(self, system: str, user: str, max_new_tokens: int) -> str:
-        for prompt, (first, revised) in self.answers.items():
-            if user == prompt:
-                return first
-            if user.startswith(prompt + "\n\n[Your previous answer]"):
-                return revised
-        raise ConfigError(f"the scripted agent has no answer for {user[:60]!r}.")
+def make_agent(spec: str) -> Chat:
+    """The agent a command line names: onnx:DIR, remote:URL or scripted:FILE."""
+    return make_chat(ChatSettings.from_spec(spec, threads=2))
 
 
-def make_agent(spec: str):
-    kind, _, where = spec.partition(":")
-    if kind == "onnx":
-        from plugins.onnx_models import CausalLM
-
-        return CausalLM(where, threads=2)
-    if kind == "remote":
-        from plugins.remote_llm import RemoteChat
-
-        return RemoteChat(where, "waltzrl")
-    if kind == "scripted":
-        return ScriptedAgent(Path(where))
-    raise ConfigError(f"agent {spec!r}: use onnx:DIR, remote:URL or scripted:FILE.")
-
-
-def evaluate(items: list[PromptItem], system: str, agent, judge, feedback=None, gate=None,
+def evaluate(items: list[PromptItem], system: str, agent: Chat, judge, feedback: Chat | None = None, gate=None,
              max_new_tokens: int = 256) -> dict:
     finals, firsts, triggered = [], [], []
     for item in items:
@@ -80,7 +47,7 @@ def evaluate(items: list[PromptItem], system: str, agent, judge, feedback=None, 
         final, revised = first, False
         if system == "waltz":
             try:
-                verdict = parse_feedback(feedback.chat(FEEDBACK_SYSTEM_PROMPT, feedback_input(item.prompt, first), max_new_tokens))
+                verdict = ask_feedback_agent(feedback, item.prompt, first, max_new_tokens)
             except FormatError:
                 verdict = None
             if verdict is not None and verdict.flagged:

@@ -2,7 +2,7 @@
 
 Backends, chosen in the training config: ``rule`` (deterministic regexes; tests and the synthetic task),
 ``classifier`` (the gate's exported Stage 2 classifier, ONNX), ``remote`` (an OpenAI-compatible LLM judge
-answering with the WaltzRL feedback JSON). The reward R_c(c) = 1 exactly when the judge finds c
+answering with the WaltzRL feedback JSON, through `plugins.chat`). The reward R_c(c) = 1 exactly when the judge finds c
 neither unsafe nor over-refusing.
 
 Where the data says whether a prompt is harmful (its ``kind``), ``labels`` takes that over the judge's own guess:
@@ -76,10 +76,10 @@ class RemoteJudge:
     a transport error or a malformed answer; what still fails is that pair's ``None``."""
 
     def __init__(self, cfg: JudgeConfig):
-        from plugins.remote_llm import RemoteChat
+        from plugins.chat import ChatSettings, make_chat
 
         self.cfg = cfg
-        self.chat = RemoteChat(cfg.url, cfg.remote_model, timeout_s=cfg.timeout_s)
+        self.chat = make_chat(ChatSettings(kind="remote", url=cfg.url, model=cfg.remote_model, timeout_s=cfg.timeout_s))
         self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="remote-judge")
         self.failures: list[str] = []  # the last batch's errors, one per pair that got None
 
