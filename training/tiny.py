@@ -59,19 +59,23 @@ def train_tokenizer(kind: str = "wordpiece", vocab_size: int = 512, corpus: list
 
 
 def tiny_classifier(out: Path, labels: tuple[str, ...] = ("prompt_harmful", "refusal", "response_harmful"),
-                    hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+                    hidden: int = 32, layers: int = 2, seed: int = 0, arch: str = "bert") -> Path:
+    """A BERT (the student's family) or MPNet (the teacher's, with its <s>/</s> pair layout) classifier."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, BertConfig, MPNetConfig
 
     tok = train_tokenizer("wordpiece")
+    if arch == "mpnet":
+        tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=512,
-                        num_labels=len(labels), problem_type="multi_label_classification",
-                        id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
-                        pad_token_id=tok.token_to_id("[PAD]"))
+    config = {"bert": BertConfig, "mpnet": MPNetConfig}[arch](
+        vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=hidden * 2, max_position_embeddings=512, num_labels=len(labels),
+        problem_type="multi_label_classification", id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)}, pad_token_id=tok.token_to_id("[PAD]"),
+    )
     out.mkdir(parents=True, exist_ok=True)
-    BertForSequenceClassification(config).save_pretrained(out)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(out)
     tok.save(str(out / "tokenizer.json"))
     return out
 
