@@ -12,9 +12,11 @@ against its limit. A tripped guard refuses to advance, saying which guard and th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import yaml
@@ -240,8 +242,62 @@ def check_guards(guards: Guards, totals: dict[str, float]) -> list[GuardResult]:
     return results
 
 
+def read_guards(guards: Guards) -> list[GuardResult]:
+    """The guards against the sidecars' metrics now."""
+    return check_guards(guards, read_metrics(guards.metrics_urls))
+
+
 def hours_since(when: datetime | None) -> float:
     return float("inf") if when is None else (datetime.now(UTC) - when).total_seconds() / 3600
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """The server's side: the enforce percentage, the kill switch, hours since the percentage last changed."""
+
+    percent: int
+    kill_switch: bool
+    hours_held: float
+
+    @classmethod
+    def read(cls, api: AdminAPI) -> RolloutState:
+        percent, _ = api.rollout()
+        return cls(percent, api.kill_switch(), hours_since(api.last_change()))
+
+
+@dataclass(frozen=True)
+class Advance:
+    """What `advance` decided from ``percent``. ``action``: advance (to ``target``, the next step); stay (the
+    last step); refuse (the operator must act first; ``reason`` says what); hold or roll back (a guard tripped:
+    stay, or go to ``target``, the previous step; ``reason`` names the guards and figures)."""
+
+    action: Literal["advance", "stay", "refuse", "hold", "roll back"]
+    percent: int
+    target: int | None
+    reason: str
+
+
+def decide_advance(plan: Plan, state: RolloutState, guards: Callable[[], list[GuardResult]], rollback: bool) -> Advance:
+    """The rollout's next move. `guards` (which reads the sidecars) is called only once the dwell time is over."""
+    percent, step = state.percent, plan.index(state.percent)
+    if state.kill_switch:
+        return Advance("refuse", percent, None, "the kill switch is on; turn it off before advancing")
+    if step is None:
+        return Advance("refuse", percent, None,
+                       f"the current rollout {percent}% is not a step of the plan; use `waltz-gate rollout set`")
+    if step == len(plan.steps) - 1:
+        return Advance("stay", percent, None, f"{ENFORCE_FLAG} is at the last step ({percent}%); nothing to advance")
+    need = plan.steps[step].min_dwell_hours
+    if state.hours_held < need:
+        return Advance("refuse", percent, None,
+                       f"refused: {percent}% has been held {state.hours_held:.1f} h of the {need:g} h the plan requires")
+    tripped = [g for g in guards() if not g.ok]
+    if not tripped:
+        return Advance("advance", percent, plan.steps[step + 1].percent, "all guards pass")
+    reasons = "; ".join(f"guard {g.name} tripped: {g.text}" for g in tripped)
+    if rollback and step > 0:
+        return Advance("roll back", percent, plan.steps[step - 1].percent, reasons)
+    return Advance("hold", percent, None, reasons)
 
 
 def bootstrap_definitions(path: Path) -> list[dict]:

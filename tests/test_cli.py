@@ -104,3 +104,13 @@ def test_jsonl_with_unicode_line_separator_inside_a_string(tmp_path):
     out = run("check", "--input", str(src))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["decision"] == "allow"
+
+
+def test_check_command_imports_no_training_code():
+    code = ("import sys; from typer.testing import CliRunner; from gate.cli import app;"
+            "done = CliRunner().invoke(app, ['check', '--prompt', 'hi']); assert done.exit_code == 0, done.output;"
+            "heavy = ('torch', 'transformers', 'deepspeed', 'optimum', 'training.waltz.trainer', 'training.waltz.launch');"
+            "print(sorted(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

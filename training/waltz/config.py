@@ -81,22 +81,24 @@ class SyntheticTask(_Strict):
 
 
 class TrainConfig(_Strict):
-    dataset: Path | None = None  # JSONL with prompt, kind (harmful|benign), optional split
+    dataset: Path | None = Field(default=None, description="Prompt data (JSONL: prompt, kind harmful|benign[, split]).")
     synthetic: SyntheticTask | None = None
     output_dir: Path = Path("runs/waltzrl")
     epochs: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=8, ge=1)  # prompts per micro-batch per process
+    batch_size: int = Field(default=8, ge=1, description="Prompts per micro-batch per process.")
     gradient_accumulation: int = Field(default=1, ge=1)
-    generation_batch: int | None = Field(default=None, ge=1)  # rows per generate call (default: all of a step's)
+    generation_batch: int | None = Field(
+        default=None, ge=1, description="Rows per generate call (default: all of a step's).")
     learning_rate: float = Field(default=5e-6, gt=0)
     max_steps: int | None = Field(default=None, ge=1)
     seed: int = 0
-    gpus: int = Field(default=0, ge=0)  # > 1: run under the DeepSpeed launcher
-    hostfile: Path | None = None
-    checkpoint_interval: int = Field(default=1000, ge=0)  # 0: no checkpoints
+    gpus: int = Field(default=0, ge=0, description="N > 1: run under the DeepSpeed launcher.")
+    hostfile: Path | None = Field(default=None, description="DeepSpeed hostfile for a multi-node run.")
+    checkpoint_interval: int = Field(default=1000, ge=0, description="Steps between checkpoints (0: none).")
     keep_checkpoints: int = Field(default=3, ge=1)
-    validation_interval: int = Field(default=500, ge=0)  # 0: validation after the last step only
-    resume_from: str | None = None  # a checkpoint folder, or "latest"
+    validation_interval: int = Field(default=500, ge=0, description="Steps between validations (0: at the end).")
+    resume_from: str | None = Field(
+        default=None, description="'latest', a step number, a checkpoint folder or .../step_N.pt.")
     deepspeed_config: Path = Path(__file__).resolve().parents[2] / "deploy" / "deepspeed" / "cpu.json"
     precision: Literal["fp32", "bf16"] = "fp32"
     # No defaults: a config that names no agents must not train tiny random models by accident.
