@@ -25,6 +25,7 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,21 @@ def _retry_after(response: httpx.Response) -> float | None:
         return math.inf
 
 
+def _run_blocking(coroutine: Coroutine[Any, Any, Verdict]) -> Verdict:
+    """The blocking client runs the shared `_Base._check` coroutine with awaitables that block instead of
+    suspending, so it finishes on its first step, without an event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("the blocking client's check suspended")
+
+
+async def _blocking_sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
 class _Base:
     def __init__(
         self,
@@ -132,6 +148,26 @@ class _Base:
 
     def _call(self) -> _Call:
         return _Call(deadline=time.monotonic() + self.timeout_s, timeout=self.timeout_s)
+
+    async def _check(self, payload: dict, post: Callable[[dict, float], Awaitable[httpx.Response]],
+                     sleep: Callable[[float], Awaitable[None]]) -> Verdict:
+        """One check, for both clients: the breaker's admission, the posts and waits between them, the verdict."""
+        admission = self.breaker.allow()
+        if admission is None:
+            return self._bypass(payload, "circuit open")
+        call = self._call()
+        try:
+            while True:
+                try:
+                    outcome = await post(payload, call.timeout)
+                except httpx.HTTPError as exc:
+                    outcome = exc
+                step = self._next(payload, outcome, call)
+                if isinstance(step, Verdict):
+                    return step
+                await sleep(step)
+        finally:
+            self.breaker.release(admission)
 
     def _next(self, payload: dict, outcome: httpx.Response | httpx.HTTPError, call: _Call) -> Verdict | float:
         """The verdict for what one post got, or the seconds to wait before posting again."""
@@ -184,23 +220,10 @@ class GateClient(_Base):
         self._http = httpx.Client(base_url=base_url, timeout=self.timeout_s, headers=self._headers)
 
     def check(self, prompt: str, response: str | None = None, **context: Any) -> Verdict:
-        payload = self._payload(prompt, response, context)
-        admission = self.breaker.allow()
-        if admission is None:
-            return self._bypass(payload, "circuit open")
-        call = self._call()
-        try:
-            while True:
-                try:
-                    outcome = self._http.post("/v1/check", json=payload, timeout=call.timeout)
-                except httpx.HTTPError as exc:
-                    outcome = exc
-                step = self._next(payload, outcome, call)
-                if isinstance(step, Verdict):
-                    return step
-                time.sleep(step)
-        finally:
-            self.breaker.release(admission)
+        return _run_blocking(self._check(self._payload(prompt, response, context), self._post, _blocking_sleep))
+
+    async def _post(self, payload: dict, timeout: float) -> httpx.Response:
+        return self._http.post("/v1/check", json=payload, timeout=timeout)  # blocks: see _run_blocking
 
     def close(self) -> None:
         self._http.close()
@@ -220,23 +243,10 @@ class AsyncGateClient(_Base):
         self._http = httpx.AsyncClient(base_url=base_url, timeout=self.timeout_s, headers=self._headers)
 
     async def check(self, prompt: str, response: str | None = None, **context: Any) -> Verdict:
-        payload = self._payload(prompt, response, context)
-        admission = self.breaker.allow()
-        if admission is None:
-            return self._bypass(payload, "circuit open")
-        call = self._call()
-        try:
-            while True:
-                try:
-                    outcome = await self._http.post("/v1/check", json=payload, timeout=call.timeout)
-                except httpx.HTTPError as exc:
-                    outcome = exc
-                step = self._next(payload, outcome, call)
-                if isinstance(step, Verdict):
-                    return step
-                await asyncio.sleep(step)
-        finally:
-            self.breaker.release(admission)
+        return await self._check(self._payload(prompt, response, context), self._post, asyncio.sleep)
+
+    async def _post(self, payload: dict, timeout: float) -> httpx.Response:
+        return await self._http.post("/v1/check", json=payload, timeout=timeout)
 
     async def aclose(self) -> None:
         await self._http.aclose()
