@@ -46,18 +46,20 @@ def parse_lines(lines: Iterable[str], source: str, schema: type[BaseModel] | Non
 
 
 def iter_jsonl(path: str | Path, schema: type[BaseModel] | None = None, what: str = "file") -> Iterator[tuple[int, Any]]:
-    """(line number, row) for each row of `path`, streamed; `what` names the file in read errors."""
+    """(line number, row) for each row of `path`, streamed; `what` names the file in read errors ("": the path
+    alone)."""
     path = Path(path)
+    name = f"{what} {path}" if what else str(path)
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt", encoding="utf-8", newline="\n") as fh:  # newline="\n": split on '\n' alone
             yield from parse_lines(fh, str(path), schema)
     except UnicodeDecodeError:
-        raise JsonlError(f"{what} {path} is not UTF-8 text") from None
+        raise JsonlError(f"{name} is not UTF-8 text") from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise JsonlError(f"{what} {path} is not a complete gzip file ({exc})") from None
+        raise JsonlError(f"{name} is not a complete gzip file ({exc})") from None
     except OSError as exc:
-        raise JsonlError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise JsonlError(f"cannot read {name}: {exc.strerror or exc}") from None
 
 
 def read_jsonl(path: str | Path, schema: type[BaseModel] | None = None, what: str = "file") -> list[Any]:

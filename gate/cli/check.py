@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from gate.cli.common import ConfigOption, UsageError, open_gate
-from gate.config import ConfigError, describe, load_settings
+from gate.config import ConfigError, load_settings
+from gate.jsonl import read_jsonl
 from gate.types import CheckRequest, Context, Stage2Mode
 
 app = typer.Typer()
@@ -163,26 +163,9 @@ def health(
         time.sleep(0.5)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text") from None
-
-
 def _read_requests(path: Path) -> list[CheckRequest]:
     """All requests of a JSONL file, validated before any is checked."""
-    lines = _read_text(path).split("\n")  # not splitlines: U+2028 may sit inside a JSON string
-    requests = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            requests.append(CheckRequest.model_validate_json(line))
-        except ValidationError as exc:
-            raise UsageError(describe(exc, prefix=f"{path} line {n}: ").rstrip(".")) from None
+    requests = read_jsonl(path, CheckRequest, what="")
     if not requests:
         raise UsageError(f"{path} holds no requests")
     return requests
