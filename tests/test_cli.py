@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,13 @@ def test_check_command_imports_no_training_code():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_train_flags_are_the_config_models_fields_checked_as_it_checks_them():
+    recipe = ["train", "--config", str(Path(__file__).resolve().parents[1] / "training/configs/tiny-cpu.yaml")]
+    bad = run(*recipe, "--precision", "fp16")
+    assert bad.returncode == 2 and "--precision fp16: Input should be 'fp32' or 'bf16'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert "--generation-batch 0: Input should be greater than or equal to 1" in run(*recipe, "--generation-batch", "0").stderr
+    planned = run(*recipe, "--batch-size", "4", "--generation-batch", "2", "--max-steps", "5", "--dry-run")
+    assert planned.returncode == 0 and "/ 4 per step" in planned.stdout and "stopped at 5" in planned.stdout

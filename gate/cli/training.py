@@ -39,8 +39,7 @@ def _metavar(kind: Any) -> str:
 # judge, the agents) are set in the YAML file. The model validates each value, so each has one rule.
 TRAIN_FLAGS = [
     inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        str | None, typer.Option(help=field.description, metavar=_metavar(_flag_types(field.annotation)[0]),
-                                 show_default=False)])
+        str | None, typer.Option(help=field.description, metavar=_metavar(_flag_types(field.annotation)[0]))])
     for name, field in TrainConfig.model_fields.items()
     if not any(isinstance(t, type) and issubclass(t, BaseModel) for t in _flag_types(field.annotation))
 ]

@@ -41,8 +41,6 @@ def train(cfg: TrainConfig, log: Callable[[str], None]) -> None:
         trainer.run()
     except FileNotFoundError as exc:
         raise TrainingError(str(exc)) from None
-    except TrainingError:
-        raise
     except Exception as exc:
         if "out of memory" in str(exc).lower():
             raise TrainingError(oom_advice(cfg, trainer.phase if trainer else "loading")) from None
