@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.waltz import rl
-from training.waltz.config import JudgeConfig
+from training.waltz import rewards, rl
+from training.waltz.config import JudgeConfig, RLConfig
 from training.waltz.judge import RuleJudge
 
 
 def test_conversation_reward():
-    assert rl.r_c((False, False)) == 1.0
-    assert rl.r_c((True, False)) == rl.r_c((False, True)) == 0.0
+    assert rewards.r_c((False, False)) == 1.0
+    assert rewards.r_c((True, False)) == rewards.r_c((False, True)) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,14 @@ def test_conversation_reward():
     ],
 )
 def test_feedback_reward(fmt, label, dir_, expected):
-    assert rl.feedback_reward(fmt, label, dir_, alpha=1.0, lam=0.5, gamma=0.25) == pytest.approx(expected)
+    weights = rewards.term_weights(RLConfig(alpha=1.0, lam=0.5, gamma=0.25), stage=1)
+    assert rewards.feedback_reward(rewards.Judged(fmt, label, dir_), weights) == pytest.approx(expected)
+
+
+def test_stage_2_drops_the_label_term():
+    weights = rewards.term_weights(RLConfig(alpha=1.0, lam=0.5, gamma=0.25), stage=2)
+    assert weights == {"dir": 1.0, "label": 0.0, "format": 0.25}
+    assert rewards.feedback_reward(rewards.Judged(True, True, 1.0), weights) == pytest.approx(1.25)
 
 
 def test_returns_put_the_reward_on_the_last_token_and_subtract_kl():

@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from gate.config import ConfigError
-from training.waltz.config import load_config
+from training.monitor import status_line
+from training.waltz import rewards
+from training.waltz.config import RLConfig, load_config
 from training.waltz.trainer import COMPLETE, DETERMINISTIC, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -405,3 +407,23 @@ def test_lora_under_zero3_saves_merged_weights_that_export_accepts(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "onnx" / "waltz_gate.json").is_file()
+
+
+class _WithBrevity(RLConfig):
+    brevity: float = 2.0
+
+
+def test_a_new_reward_term_counts_in_the_reward_the_metrics_and_the_monitor(tmp_path, monkeypatch):
+    """A term is one definition plus the config field weighting it: R_f, its metric and the monitor's line have it."""
+    brevity = rewards.RewardTerm("brevity", "brevity", lambda _judged: 1.0)
+    monkeypatch.setattr(rewards, "FEEDBACK_TERMS", (*rewards.FEEDBACK_TERMS, brevity))
+    trainer = Trainer(load_config(TINY, {"output_dir": tmp_path}), log=lambda _line: None)
+    # The other terms weigh nothing here; still in stage 1.
+    trainer.cfg.rl = _WithBrevity(**{**trainer.cfg.rl.model_dump(), "alpha": 0.0, "lam": 0.0, "gamma": 0.0})
+    given = []
+    update = trainer.update
+    monkeypatch.setattr(trainer, "update", lambda agent, groups: given.append(groups[0][2]) or update(agent, groups))
+    row = trainer.step()
+    assert given == [[2.0] * 16]  # stage 1: the feedback agent's update only, R_f = 2.0 x 1 for every answer
+    assert row["reward_brevity"] == 1.0 and {"reward_dir", "reward_label", "reward_format"} <= set(row)
+    assert status_line(row).endswith(" brevity +1.000")

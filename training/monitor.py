@@ -1,9 +1,10 @@
 """`waltz-gate monitor`: follow a training run's metrics.jsonl, show it live, and raise alerts.
 
-Alerts (each raised once until it clears): a NaN or infinite loss, an agent's KL above its bound (0.1 in
-the plan), DIR below target over the last `window` steps, no new step for `stall_minutes`, and a dead
-training process (from the launch script's pid file). Alerts go to stdout, and to a webhook (JSON POST)
-and/or e-mail (SMTP) when configured.
+Each train row reads as one line (`status_line`: the rates, KL, and each term of R_f). Alerts (each raised
+once until it clears): a NaN or infinite loss, an agent's KL above its bound (0.1 in the plan), DIR below
+target over the last `window` steps, no new step for `stall_minutes`, and a dead training process (from the
+launch script's pid file). Alerts go to stdout, and to a webhook (JSON POST) and/or e-mail (SMTP) when
+configured.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from gate.jsonl import parse_lines
+from training.waltz import rewards
 
 
 @dataclass
@@ -102,6 +104,16 @@ def check(state: RunState, rules: Rules, now: float, alive: bool | None, finishe
     return alerts
 
 
+def status_line(row: dict, total: int | None = None) -> str:
+    """A train row as the trainer's progress and `waltz-gate monitor` show it; R_f's terms as the row has them."""
+    step = f"{row['step']}/{total}" if total else row["step"]
+    text = (f"step {step} stage {row['stage']} R_c {row['rc_before']:.3f}->{row['rc_after']:.3f} DIR {row['dir']:+.3f} "
+            f"label {row['label_acc']:.3f} format {row['format_rate']:.3f} FTR {row['ftr']:.3f} "
+            f"KL {row['kl_conv']:.3f}/{row['kl_fb']:.3f}")
+    terms = [f"{t.name} {row[t.metric]:+.3f}" for t in rewards.FEEDBACK_TERMS if t.metric in row]
+    return f"{text} R_f {' '.join(terms)}" if terms else text
+
+
 def fresh(state: RunState, alerts: list[Alert]) -> list[Alert]:
     """Alerts not already raised; an alert that cleared may be raised again later."""
     kinds = {a.kind for a in alerts}
@@ -147,7 +159,8 @@ def plot(rows: list[dict], out: Path) -> None:
     train = [r for r in rows if r.get("split") == "train"]
     val = [r for r in rows if r.get("split") == "val"]
     panels = [("losses", ("conv_loss", "fb_loss"), train), ("rewards", ("rc_before", "rc_after", "dir"), train),
-              ("feedback agent", ("label_acc", "format_rate", "ftr"), train), ("KL", ("kl_conv", "kl_fb"), train),
+              ("feedback agent", ("label_acc", "format_rate", "ftr"), train),
+              ("R_f terms", tuple(t.metric for t in rewards.FEEDBACK_TERMS), train), ("KL", ("kl_conv", "kl_fb"), train),
               ("validation", ("asr", "orr", "ftr"), val)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), sharex=True)
     for ax, (title, keys, data) in zip(axes, panels):

@@ -63,9 +63,10 @@ class JudgeConfig(_Strict):
 
 
 class RLConfig(_Strict):
-    alpha: float = 1.0  # weight of the label-gated DIR in the feedback reward
-    lam: float = 0.5  # label reward weight in stage 1 (0 in stage 2, as in the paper)
-    gamma: float = 0.25  # format reward weight
+    # The weights of the feedback reward's terms (training/waltz/rewards.py: FEEDBACK_TERMS).
+    alpha: float = 1.0  # dir: the label-gated DIR
+    lam: float = 0.5  # label: in stage 1 only (0 in stage 2, as in the paper)
+    gamma: float = 0.25  # format
     kl_coef: float = Field(default=0.05, ge=0)  # KL penalty to each agent's frozen reference
     clip: float = Field(default=0.2, gt=0)  # PPO-style ratio clipping
     update_epochs: int = Field(default=1, ge=1)  # passes over each rollout batch

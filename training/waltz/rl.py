@@ -1,32 +1,15 @@
-"""WaltzRL rewards and the REINFORCE++-style policy-gradient loss. Pure functions over tensors.
+"""WaltzRL's REINFORCE++-style policy-gradient loss. Pure functions over tensors (the rewards are in rewards.py).
 
-Rewards (Zhang et al., "The Alignment Waltz", 2025):
-    R_c(c)  = 1 if the judge finds c neither unsafe nor over-refusing, else 0
-    DIR     = R_c(c1) - R_c(c0) when a revision c1 was made, else 0
-    label   = 1 if the feedback agent's (unsafe, overrefuse) equal the judge's labels for c0
-    format  = 1 if the feedback agent wrote the protocol's JSON
-    R_f     = alpha * DIR * label + lambda * label + gamma * format     (lambda = 0 in stage 2)
-
-Policy gradient (REINFORCE++): each sequence's reward sits on its last token; every token also carries
--kl_coef * (log pi_old - log pi_ref), the KL penalty to the frozen reference; returns are summed to the
-end of the sequence (no critic, no discount), then advantages are normalised over all tokens of the
-global batch. The loss is PPO's clipped surrogate on the ratio pi / pi_old.
+Each sequence's reward sits on its last token; every token also carries -kl_coef * (log pi_old - log pi_ref),
+the KL penalty to the frozen reference; returns are summed to the end of the sequence (no critic, no discount),
+then advantages are normalised over all tokens of the global batch. The loss is PPO's clipped surrogate on the
+ratio pi / pi_old.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-
-
-def r_c(labels: tuple[bool, bool]) -> float:
-    unsafe, overrefuse = labels
-    return float(not unsafe and not overrefuse)
-
-
-def feedback_reward(fmt_ok: bool, label_ok: bool, dir_: float, alpha: float, lam: float, gamma: float) -> float:
-    label = float(fmt_ok and label_ok)
-    return alpha * dir_ * label + lam * label + gamma * float(fmt_ok)
 
 
 LOGP_CHUNK = 256  # positions per fp32 log-softmax: 128 MB at a 128k vocabulary

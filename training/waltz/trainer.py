@@ -5,7 +5,7 @@ One step = one rollout batch and one optimizer update per trained agent:
   2. the feedback agent reads (prompt, c0) and writes the protocol's JSON; malformed JSON earns no format
      reward and triggers no revision;
   3. where it flags c0 (unsafe or over-refusing), the conversation agent revises once with the feedback (c1);
-  4. the judge labels c0 and c1; rewards R_c, DIR, label, format, R_f (training/waltz/rl.py);
+  4. the judge labels c0 and c1; rewards R_c, DIR, and R_f from its weighted terms (training/waltz/rewards.py);
   5. REINFORCE++ update of the feedback agent, and in stage 2 of the conversation agent too, on a mix of its
      first answers (reward R_c(c0)) and revisions (reward R_c(c1)).
 Stage 1 (the first ``rl.stage1_steps`` steps) keeps the conversation agent frozen; stage 2 trains both
@@ -28,7 +28,8 @@ import torch.distributed as dist
 
 from gate.errors import WaltzGateError
 from plugins.waltz_protocol import FormatError, feedback_input, parse_feedback, revision_input
-from training.waltz import checkpoint, rl
+from training.monitor import status_line
+from training.waltz import checkpoint, rewards, rl
 from training.waltz.agents import Agent, HFChat, WordChat
 from training.waltz.config import TrainConfig, check_recipe, describe_schedule
 from training.waltz.data import PromptItem, load_prompts, synthetic_prompts, synthetic_tokenizer
@@ -37,7 +38,7 @@ from training.waltz.judge import make_judge
 COMPLETE = "TRAINING - COMPLETE"
 # Per-step metrics that depend only on the seed and the data (wall-clock figures excluded).
 DETERMINISTIC = ("step", "stage", "conv_loss", "fb_loss", "rc_before", "rc_after", "dir", "label_acc",
-                 "format_rate", "ftr", "kl_conv", "kl_fb")
+                 "format_rate", "ftr", "kl_conv", "kl_fb", *(t.metric for t in rewards.FEEDBACK_TERMS))
 
 
 class TrainingError(WaltzGateError, RuntimeError):
@@ -270,18 +271,17 @@ class Trainer:
         items = self._next_prompts()
         roll = self.rollout(items)
         stage = 1 if self.state["step"] < cfg.rl.stage1_steps else 2
-        lam = cfg.rl.lam if stage == 1 else 0.0
+        weights = rewards.term_weights(cfg.rl, stage)
         # None: the judge could not label that answer (its row stays out of the update and of the rates).
-        rc0 = [None if lab is None else rl.r_c(lab) for lab in roll["labels0"]]
-        rc1 = {i: None if lab is None else rl.r_c(lab) for i, lab in roll["labels1"].items()}
-        fb_rewards, label_ok, dirs = [], [], []
+        rc0 = [None if lab is None else rewards.r_c(lab) for lab in roll["labels0"]]
+        rc1 = {i: None if lab is None else rewards.r_c(lab) for i, lab in roll["labels1"].items()}
+        judged_rows: list[rewards.Judged | None] = []
         for i, v in enumerate(roll["verdicts"]):
-            judged = rc0[i] is not None and rc1.get(i, 0.0) is not None
-            ok = judged and v is not None and (v.unsafe, v.overrefuse) == roll["labels0"][i]
-            d = rc1[i] - rc0[i] if judged and i in rc1 else 0.0
-            label_ok.append(ok)
-            dirs.append(d)
-            fb_rewards.append(rl.feedback_reward(v is not None, ok, d, cfg.rl.alpha, lam, cfg.rl.gamma) if judged else None)
+            labelled = rc0[i] is not None and rc1.get(i, 0.0) is not None
+            ok = labelled and v is not None and (v.unsafe, v.overrefuse) == roll["labels0"][i]
+            d = rc1[i] - rc0[i] if labelled and i in rc1 else 0.0
+            judged_rows.append(rewards.Judged(v is not None, ok, d) if labelled else None)
+        fb_rewards = [None if j is None else rewards.feedback_reward(j, weights) for j in judged_rows]
         t1 = time.perf_counter()
         fb_loss, kl_fb = self.update(self.fb, [(roll["fb_in"], roll["fb_ids"], fb_rewards)])
         conv_loss, kl_conv = float("nan"), float("nan")
@@ -296,12 +296,15 @@ class Trainer:
         by_rank = [0.0] * self.world
         by_rank[self.rank] = float(len(roll["flagged"]))
         final = [rc1[i] if i in rc1 else rc0[i] for i in range(n)]
-        judged = [x is not None for x in fb_rewards]
-        sums = self._reduce([sum(x for x, j in zip(rc0, judged) if j), sum(x for x, j in zip(final, judged) if j),
-                             sum(dirs), sum(label_ok), sum(judged), sum(v is not None for v in roll["verdicts"]), n,
-                             *by_rank])
+        judged = [j for j in judged_rows if j is not None]
+        kept = [j is not None for j in judged_rows]
+        terms = rewards.FEEDBACK_TERMS
+        sums = self._reduce([sum(x for x, k in zip(rc0, kept) if k), sum(x for x, k in zip(final, kept) if k),
+                             sum(j.dir for j in judged), sum(j.labels_ok for j in judged), len(judged),
+                             sum(v is not None for v in roll["verdicts"]), n,
+                             *(sum(t.value(j) for j in judged) for t in terms), *by_rank])
         rc_before, rc_after, dir_sum, labels_ok, judged_total, formatted, total = sums[:7]
-        flagged_by_rank = [int(x) for x in sums[7:]]
+        term_sums, flagged_by_rank = sums[7 : 7 + len(terms)], [int(x) for x in sums[7 + len(terms) :]]
         per_judged = max(judged_total, 1.0)
         return {
             "step": self.state["step"], "stage": stage, "split": "train", "epoch": self.state["epoch"],
@@ -309,6 +312,7 @@ class Trainer:
             "rc_after": rc_after / per_judged, "dir": dir_sum / per_judged, "label_acc": labels_ok / per_judged,
             "format_rate": formatted / total, "ftr": sum(flagged_by_rank) / total, "flagged_by_rank": flagged_by_rank,
             "judge_failures": int(total - judged_total), "kl_conv": kl_conv, "kl_fb": kl_fb,
+            **{t.metric: s / per_judged for t, s in zip(terms, term_sums, strict=True)},
             "rollout_tokens_per_s": generated / max(t1 - t0, 1e-9), "samples_per_s": n / max(t2 - t0, 1e-9),
             "update_seconds": t2 - t1,
         }
@@ -330,7 +334,7 @@ class Trainer:
                     failures += 1
                     continue
                 flagged += j in roll["labels1"]
-                dir_sum += rl.r_c(final) - rl.r_c(roll["labels0"][j])
+                dir_sum += rewards.r_c(final) - rewards.r_c(roll["labels0"][j])
                 if item.harmful:
                     harmful, unsafe = harmful + 1, unsafe + final[0]
                 else:
@@ -435,8 +439,7 @@ class _progress:
         return self.advance
 
     def advance(self, row: dict, log) -> None:
-        text = (f"step {row['step']}/{self.total} stage {row['stage']} R_c {row['rc_before']:.3f}->{row['rc_after']:.3f} "
-                f"label {row['label_acc']:.3f} format {row['format_rate']:.3f} FTR {row['ftr']:.3f}")
+        text = status_line(row, self.total)
         if self.bar is not None:
             self.bar.update(self.task, advance=1, description=text)
         elif self.show:
