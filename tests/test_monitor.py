@@ -35,6 +35,12 @@ def test_healthy_run_has_no_alert(tmp_path):
     assert done.returncode == 0 and "step 5 stage 2" in done.stdout and "ALERT" not in done.stdout
 
 
+def test_the_live_line_shows_each_reward_term(tmp_path):
+    write(tmp_path, [row(1, reward_dir=0.1, reward_label=0.8, reward_format=1.0)])
+    done = monitor(tmp_path)
+    assert done.returncode == 0 and "R_f dir +0.100 label +0.800 format +1.000" in done.stdout
+
+
 @pytest.mark.parametrize(
     "rows,args,kind",
     [

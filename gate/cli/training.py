@@ -136,7 +136,7 @@ def monitor(
     """Follow a training run: live view, alerts (NaN/inf loss, KL, DIR, stalls, dead process), plots."""
     import time
 
-    from training.monitor import Notifier, Rules, RunState, check, fresh, pid_alive, read_new
+    from training.monitor import Notifier, Rules, RunState, check, fresh, pid_alive, read_new, status_line
     from training.monitor import plot as draw
 
     metrics = log_dir / "metrics.jsonl"
@@ -163,11 +163,7 @@ def monitor(
         alerts = check(state, rules, now, pid_alive(pid_file), finished)
         train = [r for r in state.rows if r.get("split") == "train"]
         if train:
-            last = train[-1]
-            typer.echo(f"step {last['step']} stage {last['stage']} R_c {last['rc_before']:.3f}->{last['rc_after']:.3f} "
-                       f"DIR {last['dir']:+.3f} label {last['label_acc']:.3f} format {last['format_rate']:.3f} "
-                       f"FTR {last['ftr']:.3f} KL {last['kl_conv']:.3f}/{last['kl_fb']:.3f}"
-                       f"{' (complete)' if finished else ''}")
+            typer.echo(f"{status_line(train[-1])}{' (complete)' if finished else ''}")
         for alert in fresh(state, alerts):
             typer.echo(f"ALERT {alert.kind}: {alert.message}")
             for problem in notifier.send(str(log_dir), alert):
