@@ -57,7 +57,7 @@ class ChatSettings(BaseModel):
 
 def make_chat(settings: ChatSettings) -> Chat:
     field, what = REQUIRED[settings.kind]
-    if getattr(settings, field) is None:
+    if not getattr(settings, field):
         raise ConfigError(f"the {settings.kind} chat needs {field} ({what})")
     if settings.kind == "onnx":
         return CausalLM(settings.model_dir, settings.threads, settings.model_file)

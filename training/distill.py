@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from gate.errors import WaltzGateError
 from gate.jsonl import read_jsonl
-from plugins.chat import REQUIRED, SPECS, Chat
+from plugins.chat import REQUIRED, Chat
 from plugins.feedback import DECOMPOSED, DIRECT, ask_feedback_agent, check_heads, classifier_labels
 from plugins.waltz_protocol import FormatError
 from training.classifier_data import split_of
@@ -107,7 +107,7 @@ class JudgeTeacher:
 
 def make_teacher(spec: str):
     kind, _, where = spec.partition(":")
-    usage = f"--teacher {spec!r}: use a feedback agent ({SPECS}), judge:FILE or classifier:DIR"
+    usage = f"--teacher {spec!r}: use onnx:DIR, remote:URL, scripted:FILE (a feedback agent), judge:FILE or classifier:DIR"
     if not where:
         raise DistillError(usage)
     if kind == "classifier":
