@@ -89,13 +89,14 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
         _fit(base, [dict(ROWS[0]) for _ in range(8)], ckpt)
 
 
-def test_thresholds_flag_at_most_the_allowed_share_of_negatives():
-    rows = [{"labels": {"unsafe": y}} for y in [0] * 100 + [1] * 10]
-    probs = np.array([[i / 100] for i in range(100)] + [[0.5]] * 10, dtype=np.float32)
-    (t,) = tc.choose_thresholds(probs, rows, ("unsafe",), max_false_flags=0.05).values()
-    flagged = (probs[:100, 0] >= t).mean()
-    assert flagged <= 0.05 and (probs[:100, 0] >= t - 0.011).mean() > 0.05  # as low as the cap allows
-    assert tc.choose_thresholds(probs[:100], rows[:100], ("unsafe",), 0.05) == {"unsafe": 0.5}  # no positives
+def test_thresholds_take_the_best_f1_on_validation():
+    rows = [{"labels": {"overrefuse": y}} for y in [0] * 100 + [1] * 4]
+    # 96 negatives low, 4 high; the 4 positives in between. A cap of 3% flagged negatives would put the
+    # threshold above the high negatives and catch no positive; the best F1 flags from the lowest positive.
+    probs = np.array([[i / 500] for i in range(96)] + [[0.9]] * 4 + [[0.30], [0.31], [0.32], [0.33]], dtype=np.float32)
+    (t,) = tc.choose_thresholds(probs, rows, ("overrefuse",)).values()
+    assert t == pytest.approx(0.30)
+    assert tc.choose_thresholds(probs[:100], rows[:100], ("overrefuse",)) == {"overrefuse": 0.5}  # no positives
 
 
 def _tokenizer(roberta: bool) -> Tokenizer:

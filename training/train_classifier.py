@@ -5,8 +5,7 @@ data (`training.response_corpus build`), ``prompt_harmful``/``refusal``/``respon
 classifier data. They are the sigmoid outputs of one ``AutoModelForSequenceClassification``, so the standard
 ONNX exporter handles it. A source that does not give a label masks that head's loss for the row. Inputs are
 encoded by `plugins.encoding.PairEncoder`, the same code the gate serves with. Each head's threshold is
-chosen on the validation split (the highest recall that flags at most ``--max-false-flags`` of the
-negatives) and written to the report, from which packaging puts it into the served config.
+chosen on the validation split (best F1) and written to the report, from which packaging puts it into the served config.
 
     python -m training.train_classifier --data runs/pair-data --out runs/classifier
         [--base minilm-l6|mpnet-base|PATH] [--epochs 2] [--batch-size 32] [--learning-rate 5e-5]
@@ -114,21 +113,36 @@ def heldout_prompt_metrics(probs: np.ndarray, rows: list[dict], column: int = 0,
     return out
 
 
-def choose_thresholds(probs: np.ndarray, rows: list[dict], heads: tuple[str, ...], max_false_flags: float) -> dict:
-    """Per head, the lowest threshold (highest recall) at which at most `max_false_flags` of the rows
-    labelled negative for that head are flagged; 0.5 for a head with no positives or negatives."""
+def choose_thresholds(probs: np.ndarray, rows: list[dict], heads: tuple[str, ...]) -> dict:
+    """Per head, the threshold with the best F1 on these rows (the validation split): candidates are the
+    scores themselves, so the choice is exact; 0.5 for a head without both positives and negatives. F1
+    rather than a false-flag cap because positives are rare for some heads (over-refusals): a cap on the
+    share of negatives flagged would let the flags outnumber the positives."""
     labels, mask = label_arrays(rows, heads)
     out = {}
     for j, head in enumerate(heads):
         keep = mask[:, j] > 0
-        negatives = np.sort(probs[keep & (labels[:, j] <= 0.5), j])[::-1]
-        if not len(negatives) or not (keep & (labels[:, j] > 0.5)).any():
+        y, p = labels[keep, j] > 0.5, probs[keep, j]
+        if y.all() or not y.any():
             out[head] = 0.5
             continue
-        allowed = int(max_false_flags * len(negatives))  # negatives that may score at or above it
-        bar = negatives[allowed] if allowed < len(negatives) else 0.0
-        out[head] = min(max(float(np.nextafter(np.float32(bar), np.float32(1))), 0.01), 0.99)  # just above it
+        order = np.argsort(-p, kind="stable")
+        tp = np.cumsum(y[order])  # hits when the threshold is each score in turn, highest first
+        f1 = 2 * tp / (np.arange(1, len(p) + 1) + y.sum())
+        out[head] = float(p[order][int(np.argmax(f1))])
     return out
+
+
+def report_metrics(probs: dict[str, np.ndarray], rows: dict[str, list[dict]], heads: tuple[str, ...]) -> tuple[dict, dict]:
+    """(thresholds chosen on val, metrics per held-out split at 0.5 and at those thresholds)."""
+    thresholds = choose_thresholds(probs["val"], rows["val"], heads)
+    metrics = {}
+    for split, p in probs.items():
+        metrics[split] = {"heads": head_metrics(p, rows[split], heads), **heldout_prompt_metrics(p, rows[split], 0, head=heads[0])}
+        metrics[split]["at_val_thresholds"] = {
+            h: m for h, m in ((h, head_metrics(p[:, [j]], rows[split], (h,), thresholds[h]).get(h)) for j, h in enumerate(heads)) if m
+        }
+    return thresholds, metrics
 
 
 def load_student(base: Path, heads: tuple[str, ...], layers: int | None = None, log=print, seed: int = 0):
@@ -211,8 +225,7 @@ def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask:
 
 
 def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: float, max_tokens: int, seed: int,
-          max_steps: int | None = None, layers: int | None = None, log=print, checkpoint_every: int = 200,
-          max_false_flags: float = 0.03) -> dict:
+          max_steps: int | None = None, layers: int | None = None, log=print, checkpoint_every: int = 200) -> dict:
     started = time.time()
     data_manifest = json.loads((data / "manifest.json").read_text())
     heads = tuple(data_manifest.get("heads", HEADS))
@@ -224,21 +237,14 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
     step = fit(model, encoder, rows["train"], labels, mask, epochs, batch_size, lr, seed, max_steps, log,
                out / CHECKPOINT, checkpoint_every)
     probs = {split: predict(model, encoder, rows[split]) for split in rows if split != "train"}
-    thresholds = choose_thresholds(probs["val"], rows["val"], heads, max_false_flags)
-    metrics = {}
-    for split, p in probs.items():
-        metrics[split] = {"heads": head_metrics(p, rows[split], heads), **heldout_prompt_metrics(p, rows[split], 0, head=heads[0])}
-        metrics[split]["at_val_thresholds"] = {
-            head: m for head, m in
-            ((h, head_metrics(p[:, [j]], rows[split], (h,), thresholds[h]).get(h)) for j, h in enumerate(heads)) if m
-        }
+    thresholds, metrics = report_metrics(probs, rows, heads)
     model.save_pretrained(out)
     (out / "tokenizer.json").write_bytes((base / "tokenizer.json").read_bytes())
     (out / CHECKPOINT).unlink(missing_ok=True)
     report = {"base": str(base), "layers": model.config.num_hidden_layers, "heads": list(heads), "steps": step,
               "epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "max_tokens": max_tokens, "seed": seed,
               "train_seconds": round(time.time() - started), "thresholds": thresholds,
-              "max_false_flags": max_false_flags, "metrics": metrics, "data": data_manifest}
+              "metrics": metrics, "data": data_manifest}
     (out / "training_report.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -260,12 +266,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--layers", type=int, default=None, help="keep this many encoder layers (a faster student)")
     ap.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (resume by rerunning)")
-    ap.add_argument("--max-false-flags", type=float, default=0.03,
-                    help="share of a head's negatives in val its chosen threshold may flag")
     args = ap.parse_args()
     report = train(args.data, args.out, base_model(args.base), args.epochs, args.batch_size, args.learning_rate,
-                   args.max_tokens, args.seed, args.max_steps, args.layers, checkpoint_every=args.checkpoint_every,
-                   max_false_flags=args.max_false_flags)
+                   args.max_tokens, args.seed, args.max_steps, args.layers, checkpoint_every=args.checkpoint_every)
     print(json.dumps(report["metrics"], indent=2))
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from gate.errors import WaltzGateError
+from gate.jsonl import read_jsonl
 from plugins.waltz_protocol import FormatError, feedback_input, parse_feedback, revision_input
 from training.monitor import status_line
 from training.waltz import checkpoint, rewards, rl
@@ -362,9 +363,8 @@ class Trainer:
         path = checkpoint.resolve(self.out / "checkpoints", self.cfg.resume_from)
         self.state = checkpoint.load(path, self.agents, self.rank)
         if self.rank == 0 and self.metrics_path.exists():  # drop lines written after that checkpoint
-            keep = [line for line in self.metrics_path.read_text().split("\n")
-                    if line.strip() and json.loads(line)["step"] <= self.state["step"]]
-            self.metrics_path.write_text("".join(line + "\n" for line in keep))
+            keep = [row for row in read_jsonl(self.metrics_path, what="metrics file") if row["step"] <= self.state["step"]]
+            self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in keep))
         self.log(f"resumed from {path} at step {self.state['step']}")
 
     def run(self) -> dict:
