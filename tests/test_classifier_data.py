@@ -53,12 +53,6 @@ def test_labels_follow_the_sources(built):
     assert scorer and all(r["labels"]["prompt_harmful"] is None and r["labels"]["refusal"] in (0, 1) for r in scorer)
 
 
-def test_the_default_build_reproduces_the_shipped_models_data(tmp_path):
-    shipped = json.loads((ROOT / "plugins" / "models" / "feedback-minilm" / "manifest.json").read_text())["data"]
-    manifest = classifier_data.build(tmp_path, heldout=shipped["heldout_sources"], seed=shipped["seed"])
-    assert {s: f["sha256"] for s, f in manifest["files"].items()} == {s: f["sha256"] for s, f in shipped["files"].items()}
-
-
 @pytest.mark.parametrize(("score", "label"), [("0.9", 1), ("0.1", 0), ("0.5", None), ("", None), ("n/a", None)])
 def test_human_scores_become_labels_and_the_undecided_middle_is_dropped(score, label):
     assert classifier_data._label(score) == label

@@ -55,3 +55,13 @@ def test_clear_cases(stage2, prompt, response, labels):
         assert verdict.decision == "revise" and verdict.feedback
         for key, value in labels.items():
             assert verdict.stage2.labels[key] is value
+
+
+def test_the_corpus_it_was_trained_on_is_committed():
+    """Every corpus shard the model's data build read is in the tree unchanged (the pair data is rebuilt
+    from them: `python -m training.response_corpus build`)."""
+    from training.checksum import sha256_file
+    from training.response_corpus import CORPUS_DIR
+
+    shards = MANIFEST["data"]["shards"]
+    assert shards and {name: sha256_file(CORPUS_DIR / name) for name in shards} == shards
