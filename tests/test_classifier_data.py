@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from gate.jsonl import read_jsonl
 from training import classifier_data
 from training.train_classifier import heldout_prompt_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test", "heldout")
 
 
