@@ -84,6 +84,10 @@ class CausalLM:
         self.template: str = self.config.get("chat_template", "{system}\n\nUser: {user}\nAssistant:")
         self.eos_ids = set(self.config.get("eos_token_ids", []))
         self.bos_id: int | None = self.config.get("bos_token_id")  # prepended when the template does not add it
+        # The start of every answer, as in training (AgentConfig.response_prefix): written for the model after the
+        # prompt, tokenized on its own as the trainer did, and returned in front of what the model generated.
+        self.response_prefix: str = self.config.get("response_prefix", "")
+        self._prefix_ids = self.tokenizer.encode(self.response_prefix, add_special_tokens=False).ids if self.response_prefix else []
         self.session = session(model_dir / (model_file or self.config["model_file"]), threads)
         self._inputs = {i.name: i for i in self.session.get_inputs()}
         self._past = [name for name in self._inputs if name.startswith("past_key_values")]
@@ -124,4 +128,4 @@ class CausalLM:
         ids = self.tokenizer.encode(self.template.format(system=system, user=user)).ids
         if self.bos_id is not None and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
-        return self.tokenizer.decode(self.generate_ids(ids, max_new_tokens))
+        return self.response_prefix + self.tokenizer.decode(self.generate_ids([*ids, *self._prefix_ids], max_new_tokens))

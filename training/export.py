@@ -146,14 +146,21 @@ def export(model_dir: Path, out: Path, task: str | None = None, quantize: bool =
 def chat_format(model_dir: Path, template: str | None) -> dict:
     """How the served model formats (system, user): --chat-template if given; else what the trainer saved
     beside tiny agents (waltz_chat.json); else the checkpoint's own Jinja chat template rendered into a
-    {system}/{user} format string; else a plain default."""
-    if template is not None:
-        return {"chat_template": template}
+    {system}/{user} format string; else a plain default. The answers' `response_prefix` (the trainer's
+    waltz_chat.json, for an agent trained with one) comes along in every case."""
     from training.waltz.agents import CHAT_FILE
 
-    saved = model_dir / CHAT_FILE
-    if saved.is_file():
-        return json.loads(saved.read_text())
+    saved_file = model_dir / CHAT_FILE
+    saved = json.loads(saved_file.read_text()) if saved_file.is_file() else {}
+    prefix = {"response_prefix": saved["response_prefix"]} if saved.get("response_prefix") else {}
+    if template is not None:
+        return {"chat_template": template, **prefix}
+    if "chat_template" in saved:
+        return saved
+    return {**_rendered_template(model_dir), **prefix}
+
+
+def _rendered_template(model_dir: Path) -> dict:
     from transformers import AutoTokenizer
 
     try:

@@ -16,23 +16,32 @@ CHAT_FILE = "waltz_chat.json"
 
 
 class WordChat:
-    """Chat formatting for tiny agents with a `tokenizers` tokenizer (the synthetic task)."""
+    """Chat formatting for tiny agents with a `tokenizers` tokenizer (the synthetic task).
+
+    A response prefix (AgentConfig.response_prefix, set by the Agent) is tokenized on its own and appended to every
+    prompt, and `decode` puts it back in front of the generated text: the answer reads whole, as served."""
 
     def __init__(self, tokenizer):
         self.tok = tokenizer
         self.eos_id, self.pad_id, self.bos_id = (tokenizer.token_to_id(t) for t in ("</s>", "<pad>", "<s>"))
         self.template = TEMPLATE
+        self.response_prefix, self.prefix_ids = "", []
+
+    def start_answers_with(self, prefix: str) -> None:
+        self.response_prefix = prefix
+        self.prefix_ids = self.tok.encode(prefix, add_special_tokens=False).ids if prefix else []
 
     def encode_chat(self, system: str, user: str) -> list[int]:
-        return [self.bos_id, *self.tok.encode(self.template.format(system=system, user=user)).ids]
+        return [self.bos_id, *self.tok.encode(self.template.format(system=system, user=user)).ids, *self.prefix_ids]
 
     def decode(self, ids: list[int]) -> str:
-        return self.tok.decode([i for i in ids if i not in (self.eos_id, self.pad_id)])
+        return self.response_prefix + self.tok.decode([i for i in ids if i not in (self.eos_id, self.pad_id)])
 
     def save(self, folder) -> None:
         self.tok.save(str(folder / "tokenizer.json"))
         # How prompts were formatted in training, so `waltz-gate export` serves them the same way.
-        (folder / CHAT_FILE).write_text(json.dumps({"chat_template": self.template, "bos_token_id": self.bos_id}))
+        (folder / CHAT_FILE).write_text(json.dumps({"chat_template": self.template, "bos_token_id": self.bos_id,
+                                                    "response_prefix": self.response_prefix}))
 
 
 class HFChat:
@@ -45,16 +54,23 @@ class HFChat:
         self.eos_id = self.tok.eos_token_id
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos_id
         self.template = None
+        self.response_prefix, self.prefix_ids = "", []  # as WordChat's
+
+    def start_answers_with(self, prefix: str) -> None:
+        self.response_prefix = prefix
+        self.prefix_ids = self.tok.encode(prefix, add_special_tokens=False) if prefix else []
 
     def encode_chat(self, system: str, user: str) -> list[int]:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return [*self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True), *self.prefix_ids]
 
     def decode(self, ids: list[int]) -> str:
-        return self.tok.decode(ids, skip_special_tokens=True)
+        return self.response_prefix + self.tok.decode(ids, skip_special_tokens=True)
 
     def save(self, folder) -> None:
         self.tok.save_pretrained(folder)
+        if self.response_prefix:  # export renders the chat template from the tokenizer and adds this
+            (folder / CHAT_FILE).write_text(json.dumps({"response_prefix": self.response_prefix}))
 
 
 def build_model(cfg: AgentConfig, chat, precision: str, seed: int):
@@ -82,6 +98,7 @@ class Agent:
         import deepspeed
 
         self.name, self.cfg, self.chat = name, cfg, chat
+        chat.start_answers_with(cfg.response_prefix)  # its answers begin with it; it is saved with the agent
         model = build_model(cfg, chat, train.precision, seed)
         self.lora = cfg.lora_rank > 0
         if self.lora:

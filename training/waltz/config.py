@@ -38,6 +38,10 @@ class AgentConfig(_Strict):
     temperature: float = Field(default=1.0, gt=0)
     lora_rank: int = Field(default=0, ge=0)  # > 0: train LoRA adapters (peft); the reference is the base
     gradient_checkpointing: bool = False
+    # The start of every answer, written for the agent before it generates (a prefilled assistant turn): a small
+    # feedback agent given '{"reasoning": "' starts its verdict as JSON. Saved with the agent, so the served model
+    # (waltz-gate export, the generative backend) starts its answers the same way.
+    response_prefix: str = ""
 
     @model_validator(mode="after")
     def _one_source(self) -> AgentConfig:
