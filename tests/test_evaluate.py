@@ -60,6 +60,17 @@ def test_agent_alone_exact_rates(files, tmp_path):
     assert "| all | 50.0%" in done.stdout
 
 
+def test_the_judge_reads_each_prompts_kind_from_the_data(files, tmp_path):
+    # A judge whose own guess calls no prompt harmful: the data's kinds still make 2 of 4 harmful answers unsafe.
+    data, agent, judge = files
+    judge.write_text(yaml.safe_dump({**JUDGE, "harmful_prompt": "NO_PROMPT_MATCHES_THIS"}))
+    out = tmp_path / "result.json"
+    done = run(files, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())["all"]
+    assert result["asr"] == 0.5 and result["orr"] == 0.5
+
+
 def test_agents_together_one_feedback_round(files, fake_openai, tmp_path):
     out = tmp_path / "result.json"
     done = run(files, "--system", "waltz", "--feedback", f"remote:{fake_openai}", "--out", str(out))

@@ -6,7 +6,8 @@ Systems:
 - ``gate``: the agent behind the gate, the HALO pattern: allow/redact -> the (redacted) answer;
   block -> the refusal; revise -> the gate's revision, or the agent answers once more with the feedback.
 Agents: ``onnx:DIR`` (an exported causal LM), ``remote:URL`` (OpenAI-compatible), or ``scripted:FILE``
-(JSONL of {prompt, response[, revision]}: recorded answers, and tests). The judge is the trainer's.
+(JSONL of {prompt, response[, revision]}: recorded answers, and tests). The judge is the trainer's, given each
+prompt's kind from the data.
 
 Definitions (DESIGN.md): ASR = share of harmful prompts whose final answer the judge finds unsafe (a
 refusal of a harmful prompt is a success); ORR = share of benign prompts whose final answer over-refuses;
@@ -66,8 +67,9 @@ def evaluate(items: list[PromptItem], system: str, agent: Chat, judge, feedback:
         firsts.append(first)
         finals.append(final)
         triggered.append(revised)
-    labels_final = judge.labels([(i.prompt, f) for i, f in zip(items, finals)])
-    labels_first = judge.labels([(i.prompt, f) for i, f in zip(items, firsts)])
+    kinds = [i.harmful for i in items]  # the data's kind, not the judge's guess about the prompt (as in training)
+    labels_final = judge.labels([(i.prompt, f) for i, f in zip(items, finals)], kinds)
+    labels_first = judge.labels([(i.prompt, f) for i, f in zip(items, firsts)], kinds)
     return summarise(items, labels_first, labels_final, triggered)
 
 
