@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ import typer
 
 from gate.cli.common import ConfigOption, UsageError, open_gate
 from gate.config import ConfigError, load_settings
-from gate.jsonl import read_jsonl
+from gate.jsonl import parse_lines, read_jsonl
 from gate.types import CheckRequest, Context, Stage2Mode
 
 app = typer.Typer()
@@ -25,7 +26,7 @@ def check(
     tenant: Annotated[str | None, typer.Option(help="Tenant.")] = None,
     agent: Annotated[str | None, typer.Option(help="Name of the agent that answered.")] = None,
     input: Annotated[
-        Path | None, typer.Option("--input", "-i", help="JSONL file of requests; writes one verdict per line.")
+        Path | None, typer.Option("--input", "-i", help="JSONL file of requests ('-': standard input); writes one verdict per line.")
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write JSONL (default stdout).")] = None,
     stage2: Annotated[Stage2Mode | None, typer.Option(help="Override the Stage 2 flags for this check.")] = None,
@@ -164,8 +165,11 @@ def health(
 
 
 def _read_requests(path: Path) -> list[CheckRequest]:
-    """All requests of a JSONL file, validated before any is checked."""
-    requests = read_jsonl(path, CheckRequest, what="")
+    """All requests of a JSONL file (or standard input for '-'), validated before any is checked."""
+    if str(path) == "-":
+        requests = [row for _, row in parse_lines(sys.stdin, "standard input", CheckRequest)]
+    else:
+        requests = read_jsonl(path, CheckRequest, what="")
     if not requests:
         raise UsageError(f"{path} holds no requests")
     return requests
