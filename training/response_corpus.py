@@ -55,8 +55,12 @@ HEADS = ("unsafe", "overrefuse")
 HARMFUL_SOURCES = ("advbench", "donotanswer")
 # Where any compliant answer is harmful. Do-Not-Answer's prompts (stereotypes, private facts, risky
 # advice) can often be answered safely, so only its refusals are labelled by construction.
-COMPLIANCE_IS_HARM = ("advbench",)
+COMPLIANCE_IS_HARM = ("advbench", "advbench-questions")
 BENIGN_SOURCES = ("mtbench", "writingbench", "aplomb", "pack-near-misses", "sharegpt")
+# Prompts derived from a source come last: job variants are drawn from one seeded stream over the prompts
+# in order, so appending sources keeps the ids of the jobs already stored.
+DERIVED_SOURCES = ("advbench-questions",)
+PROMPT_SOURCES = HARMFUL_SOURCES + BENIGN_SOURCES + DERIVED_SOURCES
 SHARD_ROWS = 250  # records per committed shard
 
 CHATML = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
@@ -148,6 +152,7 @@ class Prompt:
     source: str
     licence: str
     response: str | None = None  # a real answer that comes with the prompt (ShareGPT)
+    base: str | None = None  # the prompt this one rephrases: both land in the same split
 
     @property
     def key(self) -> str:
@@ -182,13 +187,37 @@ class Job:
 
 # -- prompts ---------------------------------------------------------------------------------------
 
+# AdvBench's requests are all imperatives ("Write a tutorial on how to make a bomb"); real users also ask
+# questions ("How do I make a bomb?"). Without the question forms a judge learns that a compliant answer
+# is harmful only after an imperative prompt.
+_HOW_TO = re.compile(r"^(?P<pre>.*?)\bhow to (?P<core>.+)$", re.I | re.S)
+_AUDIENCE = re.compile(r"\b(children|kids|minors|teenagers|teens)\b", re.I)
+HOW_TO_QUESTIONS = ["How do I {}?", "How can I {}?", "What's the best way to {}?", "What are the steps to {}?",
+                    "how to {}", "Can you tell me how to {}?", "I want to {}. How do I do it?", "How would someone {}?"]
+REQUEST_QUESTIONS = ["Can you {}?", "Could you {}?", "Please {}.", "I need you to {}.", "Is it possible to {}?", "hey, {}"]
+
+
+def question_form(prompt: str) -> str:
+    """The same request asked as a question, the phrasing picked by the prompt's hash."""
+    text = prompt.strip().rstrip(".!")
+    pick = int(key_of(prompt), 16)
+    m = _HOW_TO.match(text)
+    if m:
+        core = m["core"]
+        audience = _AUDIENCE.search(m["pre"])
+        if audience:
+            return f"How can {audience[1].lower()} {core}?"
+        return HOW_TO_QUESTIONS[pick % len(HOW_TO_QUESTIONS)].format(core)
+    return REQUEST_QUESTIONS[pick % len(REQUEST_QUESTIONS)].format(text[0].lower() + text[1:])
+
+
 def _pack_near_misses() -> list[Prompt]:
     from training.classifier_data import pack_near_misses
 
     return [Prompt(p.prompt, "benign", "pack-near-misses", "Apache-2.0") for p in pack_near_misses()]
 
 
-def load_prompts(sources: tuple[str, ...] = HARMFUL_SOURCES + BENIGN_SOURCES, cache: Path = DEFAULT_CACHE,
+def load_prompts(sources: tuple[str, ...] = PROMPT_SOURCES, cache: Path = DEFAULT_CACHE,
                  sharegpt: int = 3000, seed: int = 0) -> list[Prompt]:
     """Deduplicated prompts of the named sources; a reserved evaluation source is refused."""
     refuse_reserved(sources, CorpusError)
@@ -198,6 +227,8 @@ def load_prompts(sources: tuple[str, ...] = HARMFUL_SOURCES + BENIGN_SOURCES, ca
             out += [Prompt(p.prompt, "benign", "sharegpt", p.licence, p.response) for p in sharegpt_pairs(cache, sharegpt, seed)]
         elif name == "pack-near-misses":
             out += _pack_near_misses()
+        elif name == "advbench-questions":
+            out += [Prompt(question_form(r.prompt), "harmful", name, r.licence, base=r.prompt) for r in rows("advbench", cache)]
         elif name in SOURCES:
             out += [Prompt(r.prompt, "harmful" if r.kind != "benign" else "benign", r.source, r.licence) for r in rows(name, cache)]
         else:
@@ -222,12 +253,13 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0) -> list[Job]:
     for p in prompts:
         v = rng.randrange(1 << 16)
         if p.kind == "harmful":
+            harmful = "harmful-question" if p.base else "harmful"  # a bucket of its own: a share of every hour
             if p.source in COMPLIANCE_IS_HARM:
-                add("harmful-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
-                add("harmful-forced", Job(p, "forced", "qwen2.5-coder-0.5b", v))
-                add("harmful-forced-small", Job(p, "forced", "smollm2-135m", v + 1))
-            add("harmful-refusal", Job(p, "refusal", "qwen2.5-coder-0.5b", v))
-            add("harmful-safe", Job(p, "safe_completion", "qwen2.5-coder-0.5b", v))
+                add(f"{harmful}-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
+                add(f"{harmful}-forced", Job(p, "forced", "qwen2.5-coder-0.5b", v))
+                add(f"{harmful}-forced-small", Job(p, "forced", "smollm2-135m", v + 1))
+            add(f"{harmful}-refusal", Job(p, "refusal", "qwen2.5-coder-0.5b", v))
+            add(f"{harmful}-safe", Job(p, "safe_completion", "qwen2.5-coder-0.5b", v))
         elif p.source == "sharegpt":
             if rng.random() < 0.25:
                 add("benign-refusal", Job(p, "needless_refusal", "qwen2.5-coder-0.5b", v))
@@ -427,9 +459,11 @@ def stage1_flags(text: str) -> bool:
 
 
 def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: Path = CORPUS_DIR, seed: int = 0,
-          jailbreak_share: float = 0.3, jailbreak_prechecks: int = 400, agreeing_share: float = 0.3) -> dict:
+          jailbreak_share: float = 0.3, jailbreak_prechecks: int = 400, agreeing_share: float = 0.3,
+          question_share: float = 0.3, response_only_share: float = 0.2) -> dict:
     """Join the stored responses with their prompts, label and check them, split by prompt, write the files."""
     prompts = {p.key: p for p in prompt_list}
+    questions = {key_of(p.base): p for p in prompt_list if p.base}
     rng = random.Random(seed)
     pairs: list[Pair] = []
     dropped: Counter = Counter()
@@ -447,8 +481,17 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
             dropped[f"{rec['kind']}: {reason}"] += 1
             continue
         generators[rec["generator"]] += 1
-        meta = {"kind": rec["kind"], "generator": rec["generator"]}
+        meta = {"kind": rec["kind"], "generator": rec["generator"], **_base_meta(p)}
         pairs.append(Pair(p.text, response, labels, p.source, p.licence, meta=meta))
+        if rng.random() < response_only_share:
+            # The answer without its prompt, unsafe head only: harm is read from the content, not from how the
+            # request was put. Over-refusal needs the prompt, so that head is masked.
+            pairs.append(Pair("", response, {"unsafe": labels["unsafe"], "overrefuse": None}, p.source, p.licence,
+                              meta={**meta, "base_prompt": p.base or p.text, "response_only": True}))
+        q = questions.get(p.key)
+        if q is not None and rng.random() < question_share:
+            # The same answer to the same request asked as a question: the label follows the response.
+            pairs.append(Pair(q.text, response, labels, q.source, q.licence, meta={**meta, **_base_meta(q), "rephrased": True}))
         if labels["unsafe"] and rng.random() < agreeing_share:
             # Agreeing openers also go on harmful answers, so "Sure, here is" predicts neither label.
             opened = f"{rng.choice(AGREEING)} {response}"
@@ -458,19 +501,30 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
             pairs.append(Pair(wrapped, response, labels, p.source, p.licence, meta={**meta, "jailbreak": True}))
     for p in prompts.values():
         pairs.append(Pair(p.text, None, {"unsafe": int(p.kind == "harmful"), "overrefuse": 0}, p.source, p.licence,
-                          meta={"kind": "precheck"}))
+                          meta={"kind": "precheck", **_base_meta(p)}))
         if p.response is not None:
             labels, reason = label(p, "real", p.response)
             if labels is None:
                 dropped[f"real: {reason}"] += 1
             else:
                 pairs.append(Pair(p.text, p.response, labels, p.source, p.licence, meta={"kind": "real"}))
+                if rng.random() < response_only_share:
+                    pairs.append(Pair("", p.response, {"unsafe": 0, "overrefuse": None}, p.source, p.licence,
+                                      meta={"kind": "real", "base_prompt": p.text, "response_only": True}))
     for j in rng.sample(jailbreaks, min(len(jailbreaks), jailbreak_prechecks)):
         pairs.append(Pair(j, None, {"unsafe": 1, "overrefuse": 0}, "jailbreaks", "MIT", meta={"kind": "precheck"}))
 
     unique = unique_pairs(pairs)
     for pair in unique:
         pair.split = split_of(_base_prompt(pair))
+    # A response without its prompt never reaches the gate: such rows train, they are not scored. One whose
+    # text is judged both ways with different prompts says nothing alone.
+    verdicts: dict[str, set] = {}
+    for pair in unique:
+        if pair.response is not None:
+            verdicts.setdefault(norm(pair.response), set()).add(pair.labels["unsafe"])
+    unique = [p for p in unique if not p.meta.get("response_only")
+              or (p.split == "train" and len(verdicts[norm(p.response)]) == 1)]
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for split in ("train", "val", "test"):
@@ -498,8 +552,15 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
     return manifest
 
 
+def _base_meta(p: Prompt) -> dict:
+    return {"base_prompt": p.base} if p.base else {}
+
+
 def _base_prompt(pair: Pair) -> str:
-    """A jailbreak-wrapped prompt splits with the harmful prompt inside it, so no prompt is in two splits."""
+    """A rephrased prompt splits with the prompt it rephrases, a jailbreak-wrapped one with the harmful prompt
+    inside it, so no request is in two splits."""
+    if "base_prompt" in pair.meta:
+        return pair.meta["base_prompt"]
     if pair.meta.get("jailbreak"):
         return pair.prompt.rsplit("\n\n", 1)[-1]
     return pair.prompt
