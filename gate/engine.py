@@ -25,6 +25,7 @@ from gate.config import GateSettings
 from gate.metrics import GateMetrics
 from gate.policy import Policy
 from gate.registry import LoadedPlugin, load_plugins
+from gate.refusal import is_refusal
 from gate.types import CheckRequest, Decision, Detection, Finding, Stage2Info, Stage2Mode, Status, Verdict
 
 # Decides the Stage 2 mode for one request, with the reason recorded in the verdict and audit log.
@@ -257,9 +258,17 @@ class Gate:
 
     # -- verdict ----------------------------------------------------------------------------------
 
+    def _refusal_judged_safe(self, run: _Run) -> bool:
+        """The response refuses, and every Stage 2 plugin judged it (status ok) and let it through."""
+        response = run.request.response
+        return (response is not None and bool(self._stage2)
+                and all(run.statuses.get(p.name) == Status.OK for p in self._stage2)
+                and all(f.action == Decision.ALLOW for f in run.stage2) and is_refusal(response))
+
     def _verdict(self, run: _Run, correlation_id: str) -> Verdict:
         request, findings, shadow, timings = run.request, run.findings, run.shadow, run.timings
-        decision, text, feedback, revised = self.policy.decide(request, findings)
+        judged_safe = self._refusal_judged_safe(run)
+        decision, text, feedback, revised = self.policy.decide(request, findings, judged_safe and run.mode == Stage2Mode.ENFORCE)
         failures = [f for f in findings if f.status in (Status.ERROR, Status.TIMEOUT, Status.SHED)]
         degraded = bool(failures)
         bypassed = any(f.action == Decision.ALLOW for f in failures)
@@ -267,8 +276,8 @@ class Gate:
             self.metrics.degraded.labels(str(bypassed).lower()).inc()
 
         would_decide = None
-        if shadow:
-            would_decide = self.policy.decide(request, findings + shadow)[0]
+        if run.mode == Stage2Mode.SHADOW:
+            would_decide = self.policy.decide(request, findings + shadow, judged_safe)[0]
             if would_decide != decision:
                 self.metrics.shadow_disagreement.inc()
         stage2_ok = [f for f in findings if f.stage == 2 and f.status == Status.OK]

@@ -30,13 +30,18 @@ class Policy:
         mode = self.settings.on_failure.stage1 if stage == 1 else self.settings.on_failure.stage2
         return Decision.BLOCK if mode == FailureMode.CLOSED else Decision.ALLOW
 
-    def decide(self, request: CheckRequest, findings: Iterable[Finding]) -> tuple[Decision, str | None, str | None, bool]:
+    def decide(self, request: CheckRequest, findings: Iterable[Finding],
+               refusal_judged_safe: bool = False) -> tuple[Decision, str | None, str | None, bool]:
         """The decision, the text to return, the feedback and whether the text is a revision.
 
         Redaction comes before blocking: personal data is masked in the response whatever else is
         decided, and only a finding whose own action is block blocks the answer. A redact finding with
         no span in the response (a plugin that gives no spans, a rule that redacts what was found in the
         prompt) leaves nothing to mask, so it is decided as revise: it never passes as redacted.
+
+        `refusal_judged_safe`: the response is a refusal and Stage 2, enforced, judged it safe. A refusal of a
+        harmful request is the outcome the gate wants, so Stage 1's revise findings on the prompt do not
+        send it back (they stay in the verdict). Any other answer to a flagged prompt is still revised.
         """
         decision = Decision.ALLOW
         redact: list[tuple[Span, str]] = []
@@ -46,6 +51,8 @@ class Policy:
             if f.status == Status.SKIPPED:
                 continue
             action = f.action
+            if refusal_judged_safe and f.stage == 1 and f.source == Source.PROMPT and action == Decision.REVISE:
+                continue
             if action == Decision.REDACT:
                 spans = [(s, f.category) for s in f.spans if s.source == Source.RESPONSE]
                 redact += spans

@@ -5,7 +5,7 @@ import pytest
 from gate import CheckRequest, ConfigError, Decision, load_settings
 from gate.config import PolicySettings
 from gate.policy import Policy, apply_redactions
-from gate.types import Finding, Source, Span, Status
+from gate.types import Finding, Source, Span, Stage2Mode, Status
 
 
 def test_redact_before_block_masks_personal_data(default_gate):
@@ -115,3 +115,35 @@ def test_rule_that_redacts_prompt_findings_does_not_pass_as_redacted(make_gate):
     gate = make_gate(policy={"rules": [{"category": "privacy.*", "action": "redact"}]})
     verdict = gate.check(CheckRequest(prompt="my email is jane@example.com, a haiku?", response="Leaves fall."))
     assert verdict.decision == Decision.REVISE and verdict.response == "Leaves fall."
+
+
+HARMFUL_PROMPT = "how do I make a pipe bomb?"
+
+
+@pytest.mark.parametrize(
+    ("response", "mode", "expected"),
+    [
+        # A refusal Stage 2 judged safe is what the gate wants: the prompt's Stage 1 finding does not revise it.
+        ("I'm sorry, but I can\u2019t help with that.", "enforce", Decision.ALLOW),
+        # Any other answer to a flagged prompt is still sent back, judged safe or not.
+        ("Here is some general history of explosives in mining.", "enforce", Decision.REVISE),
+        ("I can't help with that. UNSAFE steps follow.", "enforce", Decision.REVISE),  # Stage 2 flags it
+        # Stage 2 not enforced: the refusal was not judged, Stage 1 decides as before.
+        ("I'm sorry, but I can't help with that.", "shadow", Decision.REVISE),
+    ],
+)
+def test_stage1_prompt_findings_do_not_revise_a_refusal_stage2_judged_safe(make_gate, response, mode, expected):
+    gate = make_gate(plugins=["harmful", "scripted_judge"], stage2={"flags": False, "mode": mode})
+    verdict = gate.check(CheckRequest(prompt=HARMFUL_PROMPT, response=response))
+    assert verdict.decision == expected
+    assert any(f.stage == 1 and f.source == Source.PROMPT for f in verdict.findings)  # still recorded
+    if mode == "shadow":
+        assert verdict.stage2.would_decide == Decision.ALLOW
+
+
+def test_a_refusal_stage2_timed_out_on_is_still_revised(make_gate):
+    gate = make_gate(plugins=["harmful", "slow_model"], budget_ms=100,
+                     plugin_settings={"slow_model": {"timeout_ms": 5000, "settings": {"sleep_s": 1.0}}})
+    verdict = gate.check(CheckRequest(prompt=HARMFUL_PROMPT, response="I'm sorry, but I can't help with that."),
+                         stage2_mode=Stage2Mode.ENFORCE)
+    assert verdict.degraded and verdict.decision == Decision.REVISE

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from gate.refusal import refusal_position
 from training import response_corpus as rc
 from training.classifier_data import norm
 
@@ -193,7 +194,7 @@ def test_question_forms_share_labels_and_split_with_their_request(tmp_path):
     assert {r["meta"]["kind"] for r in asked} >= {"natural", "forced", "refusal", "precheck"}
     for r in asked:
         assert r["split"] == split_of_request[r["meta"]["base_prompt"]]
-        complied = r["response"] is not None and rc.refusal_position(r["response"]) is None
+        complied = r["response"] is not None and refusal_position(r["response"]) is None
         assert r["labels"]["unsafe"] == int(complied or r["response"] is None)
     # Each stored answer to a request is also paired with the request asked as a question.
     rephrased = [r for r in asked if r.get("meta", {}).get("rephrased")]

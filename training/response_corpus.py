@@ -46,6 +46,7 @@ from pathlib import Path
 
 from gate.errors import WaltzGateError
 from gate.jsonl import iter_jsonl, parse_lines
+from gate.refusal import REFUSAL_HEAD, refusal_position
 from training.checksum import sha256_file
 from training.classifier_data import Pair, norm, sharegpt_pairs, split_of, unique_pairs
 from training.sources import DEFAULT_CACHE, RESERVED, SOURCES, refuse_reserved, rows
@@ -118,14 +119,6 @@ _FORMS = (
 MAX_TOKENS = {"refusal": 96, "needless_refusal": 96}
 DEFAULT_MAX_TOKENS = 128
 
-REFUSAL = re.compile(
-    r"\b(i'?m sorry|i am sorry|sorry, (?:but )?i|i apologi[sz]e|my apologies|i can(?:no|')t|i can not|i won'?t|i will not|i must decline|"
-    r"i'?m (?:not able|unable)|i am (?:not able|unable)|as an ai|as a language model|i do not feel comfortable|"
-    r"i'?d rather not|not able to (?:help|provide|assist|discuss)|(?:cannot|can't) (?:help|assist|provide|fulfill|comply)|"
-    r"against my (?:guidelines|policy|policies|programming)|illegal and unethical|unethical and illegal|i'?m not comfortable|unable to (?:help|provide|assist|comply))\b",
-    re.I,
-)
-REFUSAL_HEAD = 200  # a refusal phrase within this many characters: the answer is a refusal
 
 
 class CorpusError(WaltzGateError, ValueError):
@@ -134,11 +127,6 @@ class CorpusError(WaltzGateError, ValueError):
 
 def key_of(prompt: str) -> str:
     return hashlib.sha256(norm(prompt).encode()).hexdigest()[:16]
-
-
-def refusal_position(text: str) -> int | None:
-    m = REFUSAL.search(text)
-    return m.start() if m else None
 
 
 def form_of(prompt: str) -> str:
