@@ -159,3 +159,12 @@ def test_an_mpnet_teacher_trains_exports_and_serves_like_torch(tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher").eval()
     want = torch.sigmoid(model(**tc.model_inputs(model, served.encoder, [{"prompt": p, "response": r} for p, r in pairs], [0, 1])).logits)
     assert np.allclose(served.predict(pairs), want.detach().numpy(), atol=1e-4)
+
+
+def test_export_agreement_is_measured_at_the_thresholds_training_chose(tmp_path):
+    from training.export import _logit_thresholds
+
+    (tmp_path / "training_report.json").write_text(json.dumps({"thresholds": {"unsafe": 0.9}}))
+    edge = _logit_thresholds(tmp_path, ["unsafe", "overrefuse"])
+    assert np.allclose(edge, [np.log(9.0), 0.0])  # logit(0.9); a head without a threshold decides at 0.5
+    assert np.allclose(_logit_thresholds(tmp_path / "none", ["unsafe"]), [0.0])

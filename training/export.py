@@ -3,7 +3,7 @@
 Handles a sequence classifier (the Stage 2 classifier) and a causal LM exported with past key values
 (the trained conversation and feedback agents, for the generative backends). Before anything is written,
 the ONNX models are compared with the torch model on a sample: the largest logit difference of the fp32
-export, and the share of decisions the int8 model makes the same way (per-label thresholds for a
+export, and the share of decisions the int8 model makes the same way (at the thresholds training chose for a
 classifier, the greedy next token for a causal LM). Export refuses to write a model whose agreement is
 under ``--min-agreement``.
 """
@@ -206,11 +206,21 @@ def _classifier_agreement(model_dir: Path, tmp: Path, fname: str, samples, max_t
         gots.append(onnx.session.run(["logits"], {k: v for k, v in enc.items() if k in onnx._inputs})[0])
     ref, got = np.concatenate(refs), np.concatenate(gots)
     if model.config.problem_type == "multi_label_classification":
-        same = (ref >= 0) == (got >= 0)  # sigmoid(x) >= 0.5 exactly when x >= 0
+        edge = _logit_thresholds(model_dir, [model.config.id2label[i] for i in range(ref.shape[1])])
+        same = (ref >= edge) == (got >= edge)
     else:
         same = ref.argmax(-1) == got.argmax(-1)
     return {"max_logit_diff": float(np.abs(ref - got).max()), "decision_agreement": float(same.mean()),
             "samples": len(samples)}
+
+
+def _logit_thresholds(model_dir: Path, heads: list[str]) -> np.ndarray:
+    """Each head's decision edge as a logit: the threshold training chose (training_report.json), else 0.5
+    (sigmoid(x) >= 0.5 exactly when x >= 0). Agreement is measured where the gate will decide."""
+    report = model_dir / "training_report.json"
+    chosen = (json.loads(report.read_text()).get("thresholds") or {}) if report.is_file() else {}
+    p = np.clip(np.array([float(chosen.get(h, 0.5)) for h in heads]), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
 
 
 def _lm_agreement(model_dir: Path, tmp: Path, fname: str, samples, max_tokens: int) -> dict:
