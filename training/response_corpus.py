@@ -58,10 +58,12 @@ HARMFUL_SOURCES = ("advbench", "donotanswer")
 # advice) can often be answered safely, so only its refusals are labelled by construction.
 COMPLIANCE_IS_HARM = ("advbench", "advbench-questions")
 BENIGN_SOURCES = ("mtbench", "writingbench", "aplomb", "pack-near-misses", "sharegpt")
-# Prompts derived from a source come last: job variants are drawn from one seeded stream over the prompts
-# in order, so appending sources keeps the ids of the jobs already stored.
-DERIVED_SOURCES = ("advbench-questions",)
-PROMPT_SOURCES = HARMFUL_SOURCES + BENIGN_SOURCES + DERIVED_SOURCES
+# Sources added after the first shards come last: job variants are drawn from one seeded stream over the
+# prompts in order, so appending keeps the ids of the jobs already stored. Their jobs get buckets of their
+# own, so that they take a share of every hour of generation.
+ADDED_SOURCES = ("advbench-questions", "benign-sensitive")
+PROMPT_SOURCES = HARMFUL_SOURCES + BENIGN_SOURCES + ADDED_SOURCES
+BENIGN_SENSITIVE = Path(__file__).parent / "prompts" / "benign-sensitive.txt"
 SHARD_ROWS = 250  # records per committed shard
 
 CHATML = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
@@ -215,6 +217,9 @@ def load_prompts(sources: tuple[str, ...] = PROMPT_SOURCES, cache: Path = DEFAUL
             out += [Prompt(p.prompt, "benign", "sharegpt", p.licence, p.response) for p in sharegpt_pairs(cache, sharegpt, seed)]
         elif name == "pack-near-misses":
             out += _pack_near_misses()
+        elif name == "benign-sensitive":
+            lines = BENIGN_SENSITIVE.read_text(encoding="utf-8").splitlines()
+            out += [Prompt(t.strip(), "benign", name, "Apache-2.0") for t in lines if t.strip() and not t.startswith("#")]
         elif name == "advbench-questions":
             out += [Prompt(question_form(r.prompt), "harmful", name, r.licence, base=r.prompt) for r in rows("advbench", cache)]
         elif name in SOURCES:
@@ -240,23 +245,23 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0) -> list[Job]:
 
     for p in prompts:
         v = rng.randrange(1 << 16)
+        group = f"{p.kind}-added" if p.source in ADDED_SOURCES else p.kind
         if p.kind == "harmful":
-            harmful = "harmful-question" if p.base else "harmful"  # a bucket of its own: a share of every hour
             if p.source in COMPLIANCE_IS_HARM:
-                add(f"{harmful}-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
-                add(f"{harmful}-forced", Job(p, "forced", "qwen2.5-coder-0.5b", v))
-                add(f"{harmful}-forced-small", Job(p, "forced", "smollm2-135m", v + 1))
-            add(f"{harmful}-refusal", Job(p, "refusal", "qwen2.5-coder-0.5b", v))
-            add(f"{harmful}-safe", Job(p, "safe_completion", "qwen2.5-coder-0.5b", v))
+                add(f"{group}-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
+                add(f"{group}-forced", Job(p, "forced", "qwen2.5-coder-0.5b", v))
+                add(f"{group}-forced-small", Job(p, "forced", "smollm2-135m", v + 1))
+            add(f"{group}-refusal", Job(p, "refusal", "qwen2.5-coder-0.5b", v))
+            add(f"{group}-safe", Job(p, "safe_completion", "qwen2.5-coder-0.5b", v))
         elif p.source == "sharegpt":
             if rng.random() < 0.25:
                 add("benign-refusal", Job(p, "needless_refusal", "qwen2.5-coder-0.5b", v))
             if rng.random() < 0.1:
                 add("benign-agreeing", Job(p, "agreeing", "smollm2-135m", v))
         else:
-            add("benign-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
-            add("benign-refusal", Job(p, "needless_refusal", "qwen2.5-coder-0.5b", v))
-            add("benign-agreeing", Job(p, "agreeing", "qwen2.5-coder-0.5b", v))
+            add(f"{group}-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
+            add(f"{group}-refusal", Job(p, "needless_refusal", "qwen2.5-coder-0.5b", v))
+            add(f"{group}-agreeing", Job(p, "agreeing", "qwen2.5-coder-0.5b", v))
     for jobs in buckets.values():
         rng.shuffle(jobs)
     order: list[Job] = []
