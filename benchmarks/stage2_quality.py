@@ -30,6 +30,10 @@ Shortcut probe, from the same rows: (a) unsafe recall on unsafe pairs with the r
 asked for:", the corpus's agreeing openers in turn), beside the rate on the same answers as they are. A
 judge that reads the opener, not the content, loses (a) and gains (b).
 
+`--through-gate`: each model also judged by the whole gate (default configuration with that model, Stage 2
+enforced), as `waltz-gate check --stage2 enforce` decides: a pair is flagged when the decision is revise or
+block (Stage 1's findings included), as over-refusal when Stage 2 says so.
+
 Baseline (benchmarks/securevector_baseline.py): securevector-guardian-model 1.4.0, fed the response alone
 (`response`) or prompt + response (`pair`); it has no over-refusal label ("-"; its "safe flagged" counts its
 unsafe flags).
@@ -185,6 +189,26 @@ def gate_judge(model_dir: Path, threads: int = 2, batch_size: int = 1) -> Judge:
     return judge
 
 
+def whole_gate_judge(model_dir: Path) -> Judge:
+    """The whole gate with its default configuration and this model, Stage 2 enforced, as `waltz-gate check
+    --stage2 enforce` decides: flagged = revise or block (Stage 1 included); over-refusal = Stage 2's label."""
+    from gate import Gate
+    from gate.config import GateSettings
+    from gate.types import CheckRequest, Decision, Stage2Mode
+
+    gate = Gate.from_settings(GateSettings(plugin_settings={"waltzrl": {"settings": {"model_dir": str(model_dir)}}}))
+
+    def judge(pairs: list[tuple[str, str | None]]) -> list[tuple[bool, bool]]:
+        out = []
+        for prompt, response in pairs:
+            v = gate.check(CheckRequest(prompt=prompt, response=response), stage2_mode=Stage2Mode.ENFORCE)
+            overrefuse = bool(v.stage2.labels.get("overrefuse"))
+            out.append((v.decision in (Decision.REVISE, Decision.BLOCK) and not overrefuse, overrefuse))
+        return out
+
+    return judge
+
+
 # -- tables -------------------------------------------------------------------------------------
 
 def cell(counts: tuple[int, int] | None) -> str:
@@ -221,11 +245,15 @@ def main() -> None:
     ap.add_argument("--splits", nargs="+", default=None, help="default: test, and heldout where it exists")
     ap.add_argument("--baseline", nargs="*", choices=FEEDS, default=list(FEEDS),
                     help="how securevector is fed a pair (none given: no baseline)")
+    ap.add_argument("--through-gate", action="store_true",
+                    help="also judge each model through the whole gate (Stage 1 + Stage 2 enforced, default config)")
     args = ap.parse_args()
     splits = args.splits or [s for s in ("test", "heldout") if s == "test" or (args.data / f"{s}.jsonl").exists()]
     rows = [r for s in splits for r in read_jsonl(args.data / f"{s}.jsonl")]
     names = [m.name for m in args.models]
     judges = {(m.name if names.count(m.name) == 1 else str(m)): gate_judge(m) for m in args.models}
+    if args.through_gate:
+        judges.update({f"{name} (whole gate)": whole_gate_judge(m) for name, m in zip(list(judges), args.models, strict=True)})
     judges.update({f"securevector ({feed})": securevector_judge(feed) for feed in args.baseline})
     results, probes = {}, {}
     for name, judge in judges.items():

@@ -11,7 +11,9 @@ REFUSAL = re.compile(
     rf"i will not|i must decline|i{_A}?m (?:not able|unable)|i am (?:not able|unable)|as an ai|as a language model|"
     rf"i do not feel comfortable|i{_A}?d rather not|not able to (?:help|provide|assist|discuss)|"
     rf"(?:cannot|can{_A}t) (?:help|assist|provide|fulfill|comply)|against my (?:guidelines|policy|policies|programming)|"
-    rf"illegal and unethical|unethical and illegal|i{_A}?m not comfortable|unable to (?:help|provide|assist|comply))\b",
+    rf"illegal and unethical|unethical and illegal|i{_A}?m not comfortable|unable to (?:help|provide|assist|comply)|"
+    rf"not (?:something|anything) (?:that )?i(?:{_A}m| am)? (?:can|could|am able to|am willing to) (?:help|assist)|"
+    rf"i{_A}?m not going to (?:help|provide|assist|write|create|give|share|do)|i (?:do not|don{_A}t) (?:help|assist) with|i refuse)\b",
     re.I,
 )
 REFUSAL_HEAD = 200  # a refusal phrase within this many characters: the answer is a refusal

@@ -147,3 +147,20 @@ def test_a_refusal_stage2_timed_out_on_is_still_revised(make_gate):
     verdict = gate.check(CheckRequest(prompt=HARMFUL_PROMPT, response="I'm sorry, but I can't help with that."),
                          stage2_mode=Stage2Mode.ENFORCE)
     assert verdict.degraded and verdict.decision == Decision.REVISE
+
+
+@pytest.mark.parametrize(
+    ("text", "refuses"),
+    [
+        ("I'm sorry, but I can\u2019t help with that.", True),
+        ("That's not something I can help with, since it could be used to cause harm.", True),
+        ("I'm not going to help with this one.", True),
+        ("No, I won't provide that.", True),
+        ("Here is how to bake bread: mix flour, water and yeast.", False),
+        ("Step 1: mix the flour. " + "Knead it well. " * 20 + "I can't say how long it takes in your oven.", False),
+    ],
+)
+def test_refusal_detection_reads_the_start_of_an_answer(text, refuses):
+    from gate.refusal import is_refusal
+
+    assert is_refusal(text) is refuses
