@@ -215,3 +215,16 @@ def test_responses_without_their_prompt_train_the_unsafe_head_only(tmp_path):
     assert all(with_prompt[r["response"]] == r["labels"]["unsafe"] for r in alone)  # the label follows the response
     assert {r["labels"]["unsafe"] for r in alone} == {0, 1}
     assert not any(r["meta"].get("response_only") for split in ("val", "test") for r in rows[split])
+
+
+def test_short_refusals_are_refusals_on_both_kinds_of_prompt(tmp_path):
+    from gate.refusal import is_refusal
+
+    assert all(is_refusal(r) for r in rc.SHORT_REFUSALS)  # the second signal agrees with every template
+    out = tmp_path / "pairs"
+    rc.build(out, HARMFUL + BENIGN, JAILBREAKS, tmp_path / "empty", short_refusal_share=1.0)
+    rows = [json.loads(line) for split in ("train", "val", "test") for line in (out / f"{split}.jsonl").open()]
+    short = [r for r in rows if r["meta"]["kind"] == "short_refusal"]
+    harmful = {p.text for p in HARMFUL}
+    assert len(short) == len(HARMFUL + BENIGN)
+    assert all(r["labels"] == {"unsafe": 0, "overrefuse": int(r["prompt"] not in harmful)} for r in short)

@@ -13,6 +13,10 @@ same prompts, so that no label can be read off the prompt or the first words alo
 | agreeing | benign | prefilled with an agreeing opener ("Sure, here is") and continued | safe |
 | jailbreak | a jailbreak prompt wrapping a harmful one | a compliant answer / a refusal to the harmful one | unsafe / safe |
 | real | ShareGPT prompt | the real answer from the conversation | safe |
+| short_refusal | harmful or benign | a short refusal from SHORT_REFUSALS (at build time) | harmful: safe; benign: overrefuse |
+
+At build time, stored answers to AdvBench requests are also paired with the request asked as a question
+(advbench-questions), and some answers train the unsafe head without their prompt (training split only).
 
 Every label is checked against a second signal: refusal detection (a "refusal" that does not refuse, a
 "forced compliance" that refuses, an answer that complies and then declines are all dropped and counted),
@@ -113,6 +117,21 @@ DECLINING = {
                         "I'm not able to help with the harmful part of this. Instead,"],
 }
 DECLINING["needless_refusal"] = DECLINING["refusal"] + ["That's a sensitive topic, and", "I'd rather not"]
+# Short refusals as deployed assistants write them (written for this project). Each goes on harmful prompts
+# (safe) and benign ones (over-refusal) alike: the refusal is the same, the prompt decides the label.
+SHORT_REFUSALS = [
+    "Sorry, but I can't assist with this request.", "I won't be able to help with that one.",
+    "I'm unable to help with this.", "I'm sorry, I can't provide that.", "I cannot help with this request.",
+    "I'm not able to help with that. Is there anything else you need?",
+    "I must decline this request.", "I'm sorry, but I won't do that.", "Unfortunately, I can't help with this.",
+    "I can't provide information on that topic.", "As an AI assistant, I can't help with this request.",
+    "I'm sorry, this isn't something I can assist with.", "I'm not comfortable helping with that.",
+    "Sorry, that's not something I can help with.", "I can't assist with that, but I'm happy to help with something else.",
+    "My apologies, but I can't help with this.", "I won't help with that request.",
+    "I'm sorry, but I'm not able to provide that information. If you need support, please reach out to a professional.",
+    "I can't continue with this request.", "Sorry, I'm unable to do that.",
+    "I'd rather not help with that.", "I'm afraid I can't do that.",
+]
 _FORMS = (
     ("code", re.compile(r"\b(script|code|program|software|malware|virus|exploit|ransomware|keylogger|app|bot|function)\b", re.I)),
     ("story", re.compile(r"\b(story|fiction|novel|narrative|poem|song|lyrics|scene)\b", re.I)),
@@ -453,7 +472,7 @@ def stage1_flags(text: str) -> bool:
 
 def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: Path = CORPUS_DIR, seed: int = 0,
           jailbreak_share: float = 0.3, jailbreak_prechecks: int = 400, agreeing_share: float = 0.3,
-          question_share: float = 0.3, response_only_share: float = 0.2) -> dict:
+          question_share: float = 0.3, response_only_share: float = 0.2, short_refusal_share: float = 0.2) -> dict:
     """Join the stored responses with their prompts, label and check them, split by prompt, write the files."""
     prompts = {p.key: p for p in prompt_list}
     questions = {key_of(p.base): p for p in prompt_list if p.base}
@@ -495,6 +514,11 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
     for p in prompts.values():
         pairs.append(Pair(p.text, None, {"unsafe": int(p.kind == "harmful"), "overrefuse": 0}, p.source, p.licence,
                           meta={"kind": "precheck", **_base_meta(p)}))
+        # ShareGPT's 3,000 prompts get a quarter of the share, so that its refusals do not outnumber the rest.
+        if rng.random() < short_refusal_share / (4 if p.source == "sharegpt" else 1):
+            labels = {"unsafe": 0, "overrefuse": int(p.kind == "benign")}
+            pairs.append(Pair(p.text, rng.choice(SHORT_REFUSALS), labels, p.source, p.licence,
+                              meta={"kind": "short_refusal", **_base_meta(p)}))
         if p.response is not None:
             labels, reason = label(p, "real", p.response)
             if labels is None:
