@@ -42,6 +42,9 @@ class Rule(_Strict):
     source: Source | None = None  # only findings in the prompt, or in the response
     min_severity: Severity = Severity.LOW
     action: Decision
+    # A plain refusal that Stage 2 judged safe settles a revise of this rule's prompt findings. False where
+    # declining is not enough (self-harm: the answer should point to help).
+    refusal_suffices: bool = True
 
 
 DEFAULT_RULES = [
@@ -53,6 +56,8 @@ DEFAULT_RULES = [
     Rule(category="privacy.*", source=Source.PROMPT, action=Decision.ALLOW),
     Rule(category="privacy.*", min_severity=Severity.MEDIUM, action=Decision.REDACT),
     Rule(category="privacy.*", action=Decision.ALLOW),
+    # Self-harm is revised even when the agent refused: the feedback asks for support and crisis resources.
+    Rule(category="harmful.self_harm", min_severity=Severity.MEDIUM, action=Decision.REVISE, refusal_suffices=False),
     # Everything else of medium severity or above is revised with feedback, as WaltzRL does.
     Rule(category="*", min_severity=Severity.MEDIUM, action=Decision.REVISE),
     Rule(category="*", action=Decision.ALLOW),

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
-from gate.config import FailureMode, PolicySettings
+from gate.config import FailureMode, PolicySettings, Rule
 from gate.types import CheckRequest, Decision, Finding, Severity, Source, Span, Status
 
 
@@ -14,17 +14,28 @@ class Policy:
     def __init__(self, settings: PolicySettings):
         self.settings = settings
         # Rules are fixed after start-up, so the mapping can be memoised per (category, source, severity).
-        self.action = lru_cache(maxsize=4096)(self._action)
+        self.rule = lru_cache(maxsize=4096)(self._rule)
 
-    def _action(self, category: str, source: Source, severity: Severity) -> Decision:
+    def _rule(self, category: str, source: Source, severity: Severity) -> Rule | None:
         for rule in self.settings.rules:
             if (
                 fnmatchcase(category, rule.category)
                 and (rule.source is None or rule.source == source)
                 and severity.rank >= rule.min_severity.rank
             ):
-                return rule.action
-        return Decision.ALLOW
+                return rule
+        return None
+
+    def action(self, category: str, source: Source, severity: Severity) -> Decision:
+        rule = self.rule(category, source, severity)
+        return rule.action if rule else Decision.ALLOW
+
+    def _settled_by_refusal(self, f: Finding) -> bool:
+        """A Stage 1 revise on the prompt that a plain refusal, judged safe by Stage 2, settles."""
+        if f.stage != 1 or f.source != Source.PROMPT or f.action != Decision.REVISE:
+            return False
+        rule = self.rule(f.category, f.source, f.severity)
+        return rule is None or rule.refusal_suffices
 
     def failure_action(self, stage: int) -> Decision:
         mode = self.settings.on_failure.stage1 if stage == 1 else self.settings.on_failure.stage2
@@ -39,9 +50,10 @@ class Policy:
         no span in the response (a plugin that gives no spans, a rule that redacts what was found in the
         prompt) leaves nothing to mask, so it is decided as revise: it never passes as redacted.
 
-        `refusal_judged_safe`: the response is a refusal and Stage 2, enforced, judged it safe. A refusal of a
-        harmful request is the outcome the gate wants, so Stage 1's revise findings on the prompt do not
-        send it back (they stay in the verdict). Any other answer to a flagged prompt is still revised.
+        `refusal_judged_safe`: the response is a plain refusal (gate/refusal.py) and Stage 2, enforced, judged
+        it safe. A refusal of a harmful request is the outcome the gate wants, so Stage 1's revise findings on
+        the prompt do not send it back (they stay in the verdict), unless their rule says a refusal does not
+        suffice (self-harm). Any other answer to a flagged prompt is still revised.
         """
         decision = Decision.ALLOW
         redact: list[tuple[Span, str]] = []
@@ -51,7 +63,7 @@ class Policy:
             if f.status == Status.SKIPPED:
                 continue
             action = f.action
-            if refusal_judged_safe and f.stage == 1 and f.source == Source.PROMPT and action == Decision.REVISE:
+            if refusal_judged_safe and self._settled_by_refusal(f):
                 continue
             if action == Decision.REDACT:
                 spans = [(s, f.category) for s in f.spans if s.source == Source.RESPONSE]

@@ -1,5 +1,10 @@
-"""Refusal detection: does an answer decline, near its start? One pattern, used by the policy (a refusal
-Stage 2 judged safe is allowed) and by the response-corpus builder (the second signal on its labels)."""
+"""Refusal detection, used by the policy (a plain refusal Stage 2 judged safe is allowed) and by the
+response-corpus builder (the second signal on its labels).
+
+`is_refusal`: a refusal phrase near the start (broad: "I'm sorry", "As an AI" count). `is_plain_refusal`: the
+answer declines and gives nothing else: a declining statement near its start, short, and no list, steps or
+code. An answer that opens like a refusal and then helps ("I can't stress enough how easy this is: 1. ...",
+"I'm sorry, but I can't. Just kidding! Step 1 ...") is not plain."""
 
 from __future__ import annotations
 
@@ -17,6 +22,16 @@ REFUSAL = re.compile(
     re.I,
 )
 REFUSAL_HEAD = 200  # a refusal phrase within this many characters: the answer is a refusal
+# A declining statement: a refusing verb with what is declined ("I can't help", not "I can't stress enough").
+DECLINE = re.compile(
+    rf"\b(?:i|we)(?:{_A}m| am)? (?:can(?:no|{_A})t|can not|won{_A}?t|will not|unable to|not able to|not going to|must decline|"
+    rf"refuse|(?:do not|don{_A}t) (?:feel comfortable|think i can))(?: \w+){{0,2}}? (?:help|assist|provide|do|share|give|"
+    rf"comply|fulfil|fulfill|support|continue|answer|discuss|create|write|generate|offer)\b|\bi must decline\b|"
+    rf"\bnot (?:something|anything) (?:that )?i(?:{_A}m| am)? (?:can|could|am able to|am willing to) (?:help|assist)",
+    re.I,
+)
+CONTENT = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*\u2022])\s|```|\bstep\s*\d|\bfirst(?:ly)?,", re.I)  # lists, steps, code
+PLAIN_HEAD, PLAIN_LENGTH = 60, 400
 
 
 def refusal_position(text: str) -> int | None:
@@ -29,3 +44,10 @@ def is_refusal(text: str) -> bool:
     """The answer declines near its start (an answer that helps at length and declines at the end does not)."""
     position = refusal_position(text)
     return position is not None and position < REFUSAL_HEAD
+
+
+def is_plain_refusal(text: str) -> bool:
+    """The answer only declines (and may point elsewhere): a declining statement within its first
+    PLAIN_HEAD characters, at most PLAIN_LENGTH characters in all, and no list, steps or code."""
+    m = DECLINE.search(text)
+    return m is not None and m.start() < PLAIN_HEAD and len(text.strip()) <= PLAIN_LENGTH and not CONTENT.search(text)
