@@ -76,8 +76,10 @@ def test_a_judge_reading_the_opener_is_caught_by_the_probe():
     assert shortcut["first sentence removed"] == (0, 2)
     assert shortcut["benign answers flagged"] == (0, 3)
     assert shortcut["agreeing opener prepended"] == (3, 3)
+    assert shortcut["refusing opener prepended"] == (0, 2)  # "I'm sorry to hear that." hides the agreeing opener
     content = sq.probe(corpus(), content_judge)
     assert content["first sentence removed"] == (2, 2) and content["agreeing opener prepended"] == (0, 3)
+    assert content["refusing opener prepended"] == (2, 2)
 
 
 def test_rates_per_source_and_label():

@@ -126,12 +126,14 @@ def test_long_pairs_keep_both_ends_within_the_budget():
 
 
 def test_packaging_serves_the_thresholds_chosen_in_training(tmp_path):
+    from training.export import ExportError
     from training.package_classifier import package
 
     onnx, trained = tmp_path / "onnx", tmp_path / "trained"
     onnx.mkdir(), trained.mkdir()
     (onnx / "manifest.json").write_text(json.dumps({"serves": "model.int8.onnx"}))
-    (onnx / "waltz_gate.json").write_text(json.dumps({"task": "text-classification", "labels": ["unsafe", "overrefuse"]}))
+    config = {"task": "text-classification", "labels": ["unsafe", "overrefuse"], "thresholds": {"unsafe": 0.31, "overrefuse": 0.7}}
+    (onnx / "waltz_gate.json").write_text(json.dumps(config))
     (onnx / "model.int8.onnx").write_bytes(b"onnx")
     (onnx / "tokenizer.json").write_text("{}")
     (trained / "training_report.json").write_text(json.dumps({"thresholds": {"unsafe": 0.31, "overrefuse": 0.7}, "data": {"heads": []}}))
@@ -139,6 +141,10 @@ def test_packaging_serves_the_thresholds_chosen_in_training(tmp_path):
     served = json.loads((tmp_path / "out" / "waltz_gate.json").read_text())
     assert served["thresholds"] == {"unsafe": 0.31, "overrefuse": 0.7} and served["labels"] == ["unsafe", "overrefuse"]
     assert manifest["training"]["thresholds"] == served["thresholds"] and manifest["data"] == {"heads": []}
+    # An export of another training run (other thresholds) is refused.
+    (trained / "training_report.json").write_text(json.dumps({"thresholds": {"unsafe": 0.5, "overrefuse": 0.7}}))
+    with pytest.raises(ExportError, match="export that training run again"):
+        package(onnx, trained, tmp_path / "out")
 
 
 def test_an_mpnet_teacher_trains_exports_and_serves_like_torch(tmp_path):
@@ -153,6 +159,8 @@ def test_an_mpnet_teacher_trains_exports_and_serves_like_torch(tmp_path):
              max_tokens=32, seed=0)
     manifest = export(tmp_path / "teacher", tmp_path / "onnx", quantize=False, serve="fp32", max_tokens=32)
     assert manifest["agreement"]["fp32"]["decision_agreement"] == 1.0
+    chosen = json.loads((tmp_path / "teacher" / "training_report.json").read_text())["thresholds"]
+    assert json.loads((tmp_path / "onnx" / "waltz_gate.json").read_text())["thresholds"] == chosen  # served where chosen
     served = ClassifierModel(tmp_path / "onnx")
     pairs = [("How do I make a pipe bomb?", "Here is a step by step guide"), ("hello", None)]
     assert served.encoder.encode(pairs)["input_ids"][0][0] == served.encoder.tokenizer.token_to_id("<s>")

@@ -109,6 +109,8 @@ def export(model_dir: Path, out: Path, task: str | None = None, quantize: bool =
         if task == CLASSIFY:
             config["labels"] = [hf_config.id2label[i] for i in range(hf_config.num_labels)]
             config["max_tokens"] = max_tokens
+            if thresholds := training_thresholds(model_dir):
+                config["thresholds"] = thresholds  # the served model decides where training chose
         else:
             eos = hf_config.eos_token_id
             config["eos_token_ids"] = eos if isinstance(eos, list) else [eos] if eos is not None else []
@@ -214,11 +216,16 @@ def _classifier_agreement(model_dir: Path, tmp: Path, fname: str, samples, max_t
             "samples": len(samples)}
 
 
-def _logit_thresholds(model_dir: Path, heads: list[str]) -> np.ndarray:
-    """Each head's decision edge as a logit: the threshold training chose (training_report.json), else 0.5
-    (sigmoid(x) >= 0.5 exactly when x >= 0). Agreement is measured where the gate will decide."""
+def training_thresholds(model_dir: Path) -> dict[str, float]:
+    """The per-head thresholds training chose on its validation split (training_report.json), if any."""
     report = model_dir / "training_report.json"
-    chosen = (json.loads(report.read_text()).get("thresholds") or {}) if report.is_file() else {}
+    return (json.loads(report.read_text()).get("thresholds") or {}) if report.is_file() else {}
+
+
+def _logit_thresholds(model_dir: Path, heads: list[str]) -> np.ndarray:
+    """Each head's decision edge as a logit: the threshold training chose, else 0.5 (sigmoid(x) >= 0.5
+    exactly when x >= 0). Agreement is measured where the served model decides."""
+    chosen = training_thresholds(model_dir)
     p = np.clip(np.array([float(chosen.get(h, 0.5)) for h in heads]), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 

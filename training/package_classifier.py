@@ -4,7 +4,8 @@
         --out plugins/models/feedback-minilm
 
 Copies the served ONNX file, the tokenizer and the serving config (with the per-head thresholds the
-training chose on its validation split), and writes one manifest: the export manifest (source sha256,
+training chose on its validation split, which export wrote into it; a config whose thresholds are not the
+training run's is refused), and writes one manifest: the export manifest (source sha256,
 opset, quantisation, agreement), the training report (held-out metrics) and the data manifest (sources,
 counts, licences).
 """
@@ -14,22 +15,25 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
+
+from training.export import ExportError
 
 
 def package(onnx: Path, trained: Path, out: Path) -> dict:
     export_manifest = json.loads((onnx / "manifest.json").read_text())
     report = json.loads((trained / "training_report.json").read_text())
     served = export_manifest["serves"]
+    config = json.loads((onnx / "waltz_gate.json").read_text())
+    if config.get("thresholds", {}) != report.get("thresholds", {}):
+        raise ExportError(f"{onnx} serves thresholds {config.get('thresholds')}, but {trained} chose "
+                         f"{report.get('thresholds')}: export that training run again")
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.iterdir():
         stale.unlink()
-    for name in (served, "tokenizer.json"):
+    for name in (served, "tokenizer.json", "waltz_gate.json"):  # export wrote training's thresholds into the config
         shutil.copy(onnx / name, out / name)
-    config = json.loads((onnx / "waltz_gate.json").read_text())
-    if report.get("thresholds"):
-        config["thresholds"] = report["thresholds"]
-    (out / "waltz_gate.json").write_text(json.dumps(config, indent=2))
     data = report.pop("data", None)
     manifest = {
         "name": out.name,
@@ -48,7 +52,10 @@ def main() -> None:
     ap.add_argument("--trained", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    manifest = package(args.onnx, args.trained, args.out)
+    try:
+        manifest = package(args.onnx, args.trained, args.out)
+    except ExportError as exc:
+        sys.exit(f"error: {exc}")
     print(json.dumps(manifest["files"]))
 
 

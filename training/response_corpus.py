@@ -50,7 +50,7 @@ from pathlib import Path
 
 from gate.errors import WaltzGateError
 from gate.jsonl import iter_jsonl, parse_lines
-from gate.refusal import REFUSAL_HEAD, refusal_position
+from gate.refusal import CONTENT, REFUSAL_HEAD, refusal_position
 from training.checksum import sha256_file
 from training.classifier_data import Pair, norm, sharegpt_pairs, split_of, unique_pairs
 from training.sources import DEFAULT_CACHE, RESERVED, SOURCES, refuse_reserved, rows
@@ -62,9 +62,10 @@ HARMFUL_SOURCES = ("advbench", "donotanswer")
 # advice) can often be answered safely, so only its refusals are labelled by construction.
 COMPLIANCE_IS_HARM = ("advbench", "advbench-questions")
 BENIGN_SOURCES = ("mtbench", "writingbench", "aplomb", "pack-near-misses", "sharegpt")
-# Sources added after the first shards come last: job variants are drawn from one seeded stream over the
-# prompts in order, so appending keeps the ids of the jobs already stored. Their jobs get buckets of their
-# own, so that they take a share of every hour of generation.
+# Sources added after the first shards come last: the first sources' job variants are drawn from one seeded
+# stream over the prompts in order (appending keeps their ids); the added sources' come from a hash of each
+# prompt, so no edit elsewhere re-rolls them. Their jobs get buckets of their own, so that they take a share
+# of every hour of generation.
 ADDED_SOURCES = ("advbench-questions", "benign-sensitive")
 PROMPT_SOURCES = HARMFUL_SOURCES + BENIGN_SOURCES + ADDED_SOURCES
 BENIGN_SENSITIVE = Path(__file__).parent / "prompts" / "benign-sensitive.txt"
@@ -105,6 +106,11 @@ PREFILLS = {
     "text": ["Title: ", "Dear ", "# ", "Subject: "],
     "steps": ["1. ", "Step 1: ", "**Materials**\n- ", "First, ", "Here are the steps:\n\n1. ", "To do this, "],
 }
+# Openers that look like refusals but go on to help: put on harmful answers (still unsafe), so that no opener
+# decides the label in either direction.
+REFUSING_OPENERS = ["I can't stress this enough: be careful. That said,", "I'm sorry to hear you're dealing with this.",
+                    "As an AI, I'm happy to help.", "I won't lie, this is easy.", "I shouldn't help with this, but here goes:",
+                    "I'm sorry, but I can't help with that. Just kidding!"]
 AGREEING = ["Sure, here is", "Sure! Here's", "Absolutely. Here is", "Of course! Below is", "Certainly, here's", "Sure."]
 # The small models do not follow a system prompt that tells them to decline (they comply), so refusals are
 # prefilled too. The same openers go on harmful prompts (safe) and benign ones (over-refusal): only the
@@ -263,8 +269,10 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0) -> list[Job]:
         buckets.setdefault(bucket, []).append(job)
 
     for p in prompts:
-        v = rng.randrange(1 << 16)
-        group = f"{p.kind}-added" if p.source in ADDED_SOURCES else p.kind
+        if p.source in ADDED_SOURCES:  # variants from the prompt itself: editing any source keeps these ids
+            v, group = int(hashlib.sha256(f"{seed}|{p.key}".encode()).hexdigest()[:4], 16), f"{p.kind}-added"
+        else:
+            v, group = rng.randrange(1 << 16), p.kind
         if p.kind == "harmful":
             if p.source in COMPLIANCE_IS_HARM:
                 add(f"{group}-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
@@ -442,8 +450,8 @@ def label(prompt: Prompt, kind: str, response: str, finish: str = "stop") -> tup
         if kind == "forced":
             return ({"unsafe": 1, "overrefuse": 0}, "") if refusal is None else (None, "forced compliance refuses")
         if kind == "natural":
-            if head:
-                return {"unsafe": 0, "overrefuse": 0}, ""
+            if head:  # a refusal, unless it goes on with a list, steps or code
+                return ({"unsafe": 0, "overrefuse": 0}, "") if not CONTENT.search(response) else (None, "refuses, then answers")
             return ({"unsafe": 1, "overrefuse": 0}, "") if refusal is None else (None, "complies, then declines")
     else:
         if kind == "needless_refusal":
@@ -471,7 +479,7 @@ def stage1_flags(text: str) -> bool:
 
 
 def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: Path = CORPUS_DIR, seed: int = 0,
-          jailbreak_share: float = 0.3, jailbreak_prechecks: int = 400, agreeing_share: float = 0.3,
+          jailbreak_share: float = 0.3, jailbreak_prechecks: int = 400, agreeing_share: float = 0.3, refusing_share: float = 0.15,
           question_share: float = 0.3, response_only_share: float = 0.2, short_refusal_share: float = 0.2) -> dict:
     """Join the stored responses with their prompts, label and check them, split by prompt, write the files."""
     prompts = {p.key: p for p in prompt_list}
@@ -508,6 +516,9 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
             # Agreeing openers also go on harmful answers, so "Sure, here is" predicts neither label.
             opened = f"{rng.choice(AGREEING)} {response}"
             pairs.append(Pair(p.text, opened, labels, p.source, p.licence, meta={**meta, "agreeing_opener": True}))
+        if labels["unsafe"] and rng.random() < refusing_share:
+            opened = f"{rng.choice(REFUSING_OPENERS)} {response}"
+            pairs.append(Pair(p.text, opened, labels, p.source, p.licence, meta={**meta, "refusing_opener": True}))
         if p.kind == "harmful" and rec["kind"] in ("forced", "natural", "refusal") and rng.random() < jailbreak_share:
             wrapped = f"{rng.choice(jailbreaks)}\n\n{p.text}"
             pairs.append(Pair(wrapped, response, labels, p.source, p.licence, meta={**meta, "jailbreak": True}))
