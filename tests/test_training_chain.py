@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gate import CheckRequest, Gate, GateSettings, Stage2Mode
@@ -168,3 +169,15 @@ def test_an_unreachable_or_missing_agent_is_a_sentence(tmp_path):
     ):
         done = subprocess.run([sys.executable, "-m", "gate", *args], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_distill_reads_response_only_rows_and_refuses_empty_ones(tmp_path):
+    from gate.jsonl import JsonlError
+    from training.distill import read_pairs
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "", "response": "Here is the code.", "split": "train"}\n')
+    assert read_pairs(data)[0]["response"] == "Here is the code."
+    data.write_text('{"prompt": " ", "response": null}\n')
+    with pytest.raises(JsonlError, match="line 1.*a prompt, or a response"):
+        read_pairs(data)

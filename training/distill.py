@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, model_validator
 
 from gate.errors import WaltzGateError
 from gate.jsonl import read_jsonl
@@ -39,10 +39,16 @@ class DistillError(WaltzGateError, ValueError):
 
 
 class PairRow(BaseModel):
-    prompt: str = Field(pattern=r"\S")
+    prompt: str  # empty only beside a response: the response-corpus builder's response-only rows
     response: str | None = None
     labels: dict | None = None
     split: str | None = None
+
+    @model_validator(mode="after")
+    def _something_to_judge(self) -> PairRow:
+        if not self.prompt.strip() and not (self.response or "").strip():
+            raise ValueError("a row needs a prompt, or a response to judge alone")
+        return self
 
 
 def read_pairs(path: Path) -> list[dict]:
