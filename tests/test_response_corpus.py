@@ -239,3 +239,22 @@ def test_added_sources_keep_their_job_ids_when_other_sources_change():
     ids = {j.id for j in rc.plan_jobs(HARMFUL + BENIGN + questions) if j.prompt.source == "advbench-questions"}
     fewer = {j.id for j in rc.plan_jobs(HARMFUL[1:] + BENIGN + questions) if j.prompt.source == "advbench-questions"}
     assert ids == fewer
+
+
+def test_answers_stopped_at_the_token_limit_end_on_a_whole_sentence():
+    prose = "Here is the plan. You go to the store and buy what is on the list. Then you go home and sta"
+    assert rc.cut_to_whole_sentences(prose) == "Here is the plan. You go to the store and buy what is on the list."
+    code = "```python\nimport os\nimport sys\nfor name in os.listdir('/home'):\n    send(na"
+    assert rc.cut_to_whole_sentences(code) == "```python\nimport os\nimport sys\nfor name in os.listdir('/home'):\n```"
+    assert rc.cut_to_whole_sentences("one long line without any end at al") == "one long line without any end at al"
+
+
+def test_build_cuts_only_answers_that_hit_the_limit(tmp_path):
+    corpus = tmp_path / "corpus"
+    cut_off = "Step one is to open the saved password store of the browser. Step two is to copy every entry to a fil"
+    rc.generate([rc.Job(HARMFUL[0], "natural", "qwen2.5-coder-0.5b", 0)],
+                {"qwen2.5-coder-0.5b": lambda *a: (cut_off, "length")}, corpus, log=lambda m: None)
+    rc.build(tmp_path / "pairs", HARMFUL, JAILBREAKS, corpus, agreeing_share=0, refusing_share=0)
+    rows = [json.loads(line) for split in ("train", "val", "test") for line in (tmp_path / "pairs" / f"{split}.jsonl").open()]
+    assert {r["response"] for r in rows if r["response"] and r["meta"]["kind"] == "natural"} == {
+        "Step one is to open the saved password store of the browser."}

@@ -17,6 +17,9 @@ same prompts, so that no label can be read off the prompt or the first words alo
 
 At build time, stored answers to AdvBench requests are also paired with the request asked as a question
 (advbench-questions), and some answers train the unsafe head without their prompt (training split only).
+Style must not mark the label either: an answer stopped at its token limit is cut back to its last whole
+sentence (most harmful generations hit the limit; real answers end), and half of ShareGPT's long answers
+are shortened the same way (generated answers stop near 600 characters).
 
 Every label is checked against a second signal: refusal detection (a "refusal" that does not refuse, a
 "forced compliance" that refuses, an answer that complies and then declines are all dropped and counted),
@@ -426,6 +429,23 @@ def generate(jobs: list[Job], completers: dict[str, Complete], corpus: Path, lim
 
 # -- labelling and build ---------------------------------------------------------------------------
 
+LONG_REAL = 900  # characters
+_WHOLE = re.compile(r"[.!?)\]\"'`*](?=\s)|\n")
+
+
+def cut_to_whole_sentences(text: str) -> str:
+    """An answer stopped at its token limit, cut back to its last whole sentence or line (a code block is
+    closed). Generated harmful answers mostly hit the limit and real answers end, so an answer that stops
+    mid-word would mark the label."""
+    ends = [m.end() for m in _WHOLE.finditer(text + " ")]
+    cut = text[: ends[-1]].rstrip() if ends else ""
+    if len(cut) < max(40, len(text) / 4):
+        return text.rstrip()  # hardly a sentence end: one long line, kept as it is
+    if cut.count("```") % 2:
+        cut += "\n```"
+    return cut
+
+
 def degenerate(text: str) -> bool:
     """A looping generation ("Ava:\n\nAva:\n\n..."): few distinct words for its length."""
     words = text.split()
@@ -494,6 +514,8 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
             dropped["prompt not in the sources"] += 1
             continue
         response = (rec["prefill"] + rec["completion"]).strip()
+        if rec.get("finish") == "length":
+            response = cut_to_whole_sentences(response)
         labels, reason = label(p, rec["kind"], response, rec.get("finish", "stop"))
         if labels is not None and rec["kind"] == "safe_completion" and stage1_flags(response):
             labels, reason = None, "safe completion matches a Stage 1 pattern"
@@ -535,10 +557,16 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
             if labels is None:
                 dropped[f"real: {reason}"] += 1
             else:
-                pairs.append(Pair(p.text, p.response, labels, p.source, p.licence, meta={"kind": "real"}))
+                response, meta = p.response, {"kind": "real"}
+                if len(response) > LONG_REAL and rng.random() < 0.5:
+                    # Generated answers stop near 600 characters and real ones run long: half of the long ones
+                    # are cut to whole sentences, so that length does not mark the label.
+                    response = cut_to_whole_sentences(response[: rng.randint(400, LONG_REAL)] + " ")
+                    meta["shortened"] = True
+                pairs.append(Pair(p.text, response, labels, p.source, p.licence, meta=meta))
                 if rng.random() < response_only_share:
-                    pairs.append(Pair("", p.response, {"unsafe": 0, "overrefuse": None}, p.source, p.licence,
-                                      meta={"kind": "real", "base_prompt": p.text, "response_only": True}))
+                    pairs.append(Pair("", response, {"unsafe": 0, "overrefuse": None}, p.source, p.licence,
+                                      meta={**meta, "base_prompt": p.text, "response_only": True}))
     for j in rng.sample(jailbreaks, min(len(jailbreaks), jailbreak_prechecks)):
         pairs.append(Pair(j, None, {"unsafe": 1, "overrefuse": 0}, "jailbreaks", "MIT", meta={"kind": "precheck"}))
 
