@@ -17,6 +17,8 @@ intra-op threads, over a fixed set of (prompt, response) pairs and pre-checks (e
 one untimed check); the share of answers that are the protocol's JSON and the tokens generated per answer.
 `capacity`: pairs/s of the shipped int8 classifier on 256-token pairs, for intra-op threads x parallel
 callers x batch size (what `stage2.workers`, the plugin's `threads` and `stage2.max_batch` choose).
+`served`: the shipped model (or --served DIR) as the gate serves it: int8, a 256-token pair at batch 1, 2 threads,
+200 calls per run; the process's RSS afterwards and whether torch was imported.
 `depth`: ONNX int8 latency of MiniLM-shaped classifiers with 2, 3, 4 and 6 encoder layers (weights from the
 config, untrained: latency depends on the shapes only) at 128, 256 and 512 tokens, batch 1.
 Each figure: median over runs of each run's p50/p95; within a run, what a table compares is timed in turn.
@@ -203,6 +205,20 @@ def gate(args: argparse.Namespace) -> None:
     g.close()
 
 
+def served(args: argparse.Namespace) -> None:
+    """The shipped model as the gate serves it: int8, one 256-token pair at batch 1, 2 threads; RSS after."""
+    from plugins.feedback import DEFAULT_MODEL
+    from plugins.onnx_models import ClassifierModel
+
+    model = ClassifierModel(args.served or DEFAULT_MODEL, threads=2)
+    pair = ("Summarise this.", text_of(400, 3))
+    tokens = int(model.encoder.encode([pair])["attention_mask"].sum())
+    p50, p95 = timed({"pair": lambda: model.predict([pair])}, 200, args.runs)["pair"]
+    rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:")) / 1024
+    print(f"| model | tokens | threads | p50 ms | p95 ms | RSS MB | torch imported |\n|---|---:|---:|---:|---:|---:|---|\n"
+          f"| {Path(args.served or DEFAULT_MODEL).name} | {tokens} | 2 | {p50:.1f} | {p95:.1f} | {rss:.0f} | {'torch' in sys.modules} |")
+
+
 # (prompt, response) pairs for `verdict`: harmful and benign prompts, complied with, refused and answered, and
 # pre-checks (response None). Responses of the lengths the trained agent saw (under 48 tokens).
 VERDICT_PAIRS = [
@@ -299,7 +315,8 @@ def capacity(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["classifier", "generative", "gate", "depth", "capacity", "verdict"])
+    ap.add_argument("what", choices=["classifier", "generative", "gate", "depth", "capacity", "verdict", "served"])
+    ap.add_argument("--served", type=Path, help="served: a packaged classifier (default: the shipped model)")
     ap.add_argument("--model", type=Path, default=ROOT / "runs" / "classifier")
     ap.add_argument("--onnx", type=Path, default=ROOT / "runs" / "classifier-onnx", help="export with fp32 and int8")
     ap.add_argument("--data", type=Path, default=ROOT / "runs" / "classifier-data")
@@ -311,7 +328,7 @@ def main() -> None:
     if args.what == "verdict" and args.agent is None:
         ap.error("verdict needs --agent, a folder written by waltz-gate export")
     {"classifier": classifier, "generative": generative, "gate": gate, "depth": depth, "capacity": capacity,
-     "verdict": verdict}[args.what](args)
+     "verdict": verdict, "served": served}[args.what](args)
 
 
 if __name__ == "__main__":
