@@ -32,11 +32,11 @@ def test_rotation_keeps_the_configured_backups(tmp_path):
 
 
 def test_record_hashes_text_and_lists_plugin_status(default_gate):
-    request = CheckRequest(prompt="my secret", response="call (415) 555-2671")
+    request = CheckRequest(prompt="what is the support line?", response="call (415) 555-2671")
     line = record(request, default_gate.check(request), raw_text=False)
     assert line["decision"] == "redact"
     assert line["plugins"] == {"harmful": "ok", "malicious": "ok", "privacy": "ok", "waltzrl": "ok"}
-    assert "my secret" not in json.dumps(line) and line["prompt"]["chars"] == 9
+    assert "support line" not in json.dumps(line) and line["prompt"]["chars"] == 25
 
 
 def test_record_fields(default_gate):

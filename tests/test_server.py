@@ -113,7 +113,7 @@ def test_metrics_exposed(shared_sidecar):
 
 def test_audit_line_per_decision_text_hashed(sidecar):
     s = sidecar()
-    r = post(s, "/v1/check", {"prompt": "secret prompt", "response": "mail a@example.com",
+    r = post(s, "/v1/check", {"prompt": "secret prompt: who do I email for help?", "response": "mail a@example.com",
                               "context": {"session_id": "s1", "correlation_id": "audit-1"}}, headers={})
     assert r.status_code == 200
     line = json.loads(s.audit_lines()[-1])
