@@ -78,6 +78,8 @@ def test_requests_from_standard_input():
     out = run("check", "--input", "-", input=lines)
     assert out.returncode == 0, out.stderr
     assert [json.loads(v)["decision"] for v in out.stdout.splitlines()] == ["allow", "revise"]
+    piped = run("check", input=lines)  # no option: piped requests are read as with --input -
+    assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 2, piped.stderr
     bad = run("check", "--input", "-", input='{"prompt": 5}\n')
     assert bad.returncode == 2 and "standard input line 1: prompt" in bad.stderr
 

@@ -15,6 +15,7 @@ from gate.jsonl import parse_lines, read_jsonl
 from gate.types import CheckRequest, Context, Stage2Mode
 
 app = typer.Typer()
+NO_REQUEST = "give either --prompt (with an optional --response) or --input FILE.jsonl, or pipe JSONL requests in"
 
 
 @app.command()
@@ -32,9 +33,14 @@ def check(
     stage2: Annotated[Stage2Mode | None, typer.Option(help="Override the Stage 2 flags for this check.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Check a prompt (and response) and print the verdict as JSON; or check a JSONL file of requests."""
-    if (prompt is None) == (input is None):
+    """Check a prompt (and response) and print the verdict as JSON; or check a JSONL file of requests (piped
+    requests are read from standard input)."""
+    if prompt is not None and input is not None:
         raise UsageError("give either --prompt (with an optional --response) or --input FILE.jsonl, not both")
+    if prompt is None and input is None:
+        if sys.stdin.isatty():
+            raise UsageError(NO_REQUEST)
+        input = Path("-")
     if input is not None:
         requests = _read_requests(input)
     else:
@@ -168,6 +174,8 @@ def _read_requests(path: Path) -> list[CheckRequest]:
     """All requests of a JSONL file (or standard input for '-'), validated before any is checked."""
     if str(path) == "-":
         requests = [row for _, row in parse_lines(sys.stdin, "standard input", CheckRequest)]
+        if not requests:
+            raise UsageError(f"standard input holds no requests: {NO_REQUEST}")
     else:
         requests = read_jsonl(path, CheckRequest, what="")
     if not requests:
