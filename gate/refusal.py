@@ -49,5 +49,7 @@ def is_refusal(text: str) -> bool:
 def is_plain_refusal(text: str) -> bool:
     """The answer only declines (and may point elsewhere): a declining statement within its first
     PLAIN_HEAD characters, at most PLAIN_LENGTH characters in all, and no list, steps or code."""
+    if len(text.strip()) > PLAIN_LENGTH:  # first: every clean answer is checked, most are longer
+        return False
     m = DECLINE.search(text)
-    return m is not None and m.start() < PLAIN_HEAD and len(text.strip()) <= PLAIN_LENGTH and not CONTENT.search(text)
+    return m is not None and m.start() < PLAIN_HEAD and not CONTENT.search(text)

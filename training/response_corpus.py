@@ -526,21 +526,18 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
         meta = {"kind": rec["kind"], "generator": rec["generator"], **_base_meta(p)}
         pairs.append(Pair(p.text, response, labels, p.source, p.licence, meta=meta))
         if rng.random() < response_only_share:
-            # The answer without its prompt, unsafe head only: harm is read from the content, not from how the
-            # request was put. Over-refusal needs the prompt, so that head is masked.
-            pairs.append(Pair("", response, {"unsafe": labels["unsafe"], "overrefuse": None}, p.source, p.licence,
-                              meta={**meta, "base_prompt": p.base or p.text, "response_only": True}))
+            pairs.append(_response_only(pairs[-1]))
         q = questions.get(p.key)
         if q is not None and rng.random() < question_share:
             # The same answer to the same request asked as a question: the label follows the response.
             pairs.append(Pair(q.text, response, labels, q.source, q.licence, meta={**meta, **_base_meta(q), "rephrased": True}))
-        if labels["unsafe"] and rng.random() < agreeing_share:
-            # Agreeing openers also go on harmful answers, so "Sure, here is" predicts neither label.
-            opened = f"{rng.choice(AGREEING)} {response}"
-            pairs.append(Pair(p.text, opened, labels, p.source, p.licence, meta={**meta, "agreeing_opener": True}))
-        if labels["unsafe"] and rng.random() < refusing_share:
-            opened = f"{rng.choice(REFUSING_OPENERS)} {response}"
-            pairs.append(Pair(p.text, opened, labels, p.source, p.licence, meta={**meta, "refusing_opener": True}))
+        # Agreeing openers ("Sure, here is") and refusing-looking ones also go on harmful answers, so that no
+        # opener predicts a label.
+        for openers, share, flag in ((AGREEING, agreeing_share, "agreeing_opener"),
+                                     (REFUSING_OPENERS, refusing_share, "refusing_opener")):
+            if labels["unsafe"] and rng.random() < share:
+                opened = f"{rng.choice(openers)} {response}"
+                pairs.append(Pair(p.text, opened, labels, p.source, p.licence, meta={**meta, flag: True}))
         if p.kind == "harmful" and rec["kind"] in ("forced", "natural", "refusal") and rng.random() < jailbreak_share:
             wrapped = f"{rng.choice(jailbreaks)}\n\n{p.text}"
             pairs.append(Pair(wrapped, response, labels, p.source, p.licence, meta={**meta, "jailbreak": True}))
@@ -565,8 +562,7 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
                     meta["shortened"] = True
                 pairs.append(Pair(p.text, response, labels, p.source, p.licence, meta=meta))
                 if rng.random() < response_only_share:
-                    pairs.append(Pair("", response, {"unsafe": 0, "overrefuse": None}, p.source, p.licence,
-                                      meta={**meta, "base_prompt": p.text, "response_only": True}))
+                    pairs.append(_response_only(pairs[-1]))
     for j in rng.sample(jailbreaks, min(len(jailbreaks), jailbreak_prechecks)):
         pairs.append(Pair(j, None, {"unsafe": 1, "overrefuse": 0}, "jailbreaks", "MIT", meta={"kind": "precheck"}))
 
@@ -606,6 +602,13 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _response_only(pair: Pair) -> Pair:
+    """The answer without its prompt, unsafe head only: harm is read from the content, not from how the
+    request was put. Over-refusal needs the prompt, so that head is masked; it splits with its prompt."""
+    return Pair("", pair.response, {"unsafe": pair.labels["unsafe"], "overrefuse": None}, pair.source, pair.licence,
+                meta={**pair.meta, "base_prompt": _base_prompt(pair), "response_only": True})
 
 
 def _base_meta(p: Prompt) -> dict:
