@@ -258,3 +258,26 @@ def test_build_cuts_only_answers_that_hit_the_limit(tmp_path):
     rows = [json.loads(line) for split in ("train", "val", "test") for line in (tmp_path / "pairs" / f"{split}.jsonl").open()]
     assert {r["response"] for r in rows if r["response"] and r["meta"]["kind"] == "natural"} == {
         "Step one is to open the saved password store of the browser."}
+
+
+def test_long_jobs_are_added_without_changing_stored_ids_and_ask_for_long_answers(tmp_path):
+    jobs = rc.plan_jobs(HARMFUL + BENIGN)
+    long = [j for j in jobs if j.long]
+    # Long compliance and long safe completions alike, so that length marks neither label.
+    assert {j.kind for j in long} == {"natural", "forced", "safe_completion"}
+    assert all(j.prompt.source in rc.COMPLIANCE_IS_HARM for j in long)
+    short_ids = {j.id for j in jobs if not j.long}
+    assert short_ids.isdisjoint({j.id for j in long})
+    asked = []
+    rc.generate(long[:3], {"qwen2.5-coder-0.5b": lambda p, n, t, s: asked.append((n, t)) or (COMPLY, "stop")},
+                tmp_path / "corpus", log=lambda m: None)
+    assert asked and all(n == rc.LONG_MAX_TOKENS and t > 0 for n, t in asked)
+    stored = {r["id"]: r["params"]["max_tokens"] for r in rc.read_records_file(tmp_path / "corpus" / "pending.jsonl")}
+    assert stored == {j.id: rc.LONG_MAX_TOKENS for j in long[:3]}
+
+
+def test_buckets_select_job_streams_and_an_unknown_one_is_refused():
+    chosen = rc.plan_jobs(HARMFUL + BENIGN, buckets=["harmful-long-natural", "benign-refusal"])
+    assert chosen and {(j.kind, j.long) for j in chosen} == {("natural", True), ("needless_refusal", False)}
+    with pytest.raises(rc.CorpusError, match="unknown job bucket 'harmful-lng'.*harmful-long-natural"):
+        rc.plan_jobs(HARMFUL, buckets=["harmful-lng"])

@@ -30,7 +30,7 @@ Generated responses are this project's own data and are committed compressed in 
 (keyed by prompt hash: third-party prompts are joined back from the wheels at build time). Generation
 is resumable: a job is identified by (prompt, kind, generator, variant) and skipped once stored.
 
-    python -m training.response_corpus generate [--limit N] [--hours H]   # hours on 2 cores; resumable
+    python -m training.response_corpus generate [--limit N] [--hours H] [--buckets B ...]   # resumable
     python -m training.response_corpus build --out runs/pair-data          # minutes: join, label, split
 """
 
@@ -148,6 +148,9 @@ _FORMS = (
 )
 MAX_TOKENS = {"refusal": 96, "needless_refusal": 96}
 DEFAULT_MAX_TOKENS = 128
+# Real answers to harmful requests run long; at 128 tokens every generated one is short, so long jobs
+# (compliance and safe completions alike, so that length marks neither label) write up to this many.
+LONG_MAX_TOKENS = 384
 
 
 
@@ -183,10 +186,21 @@ class Job:
     kind: str
     generator: str
     variant: int
+    long: bool = False  # written up to LONG_MAX_TOKENS
 
     @property
     def id(self) -> str:
-        return hashlib.sha256(f"{self.prompt.key}|{self.kind}|{self.generator}|{self.variant}".encode()).hexdigest()[:16]
+        long = "|long" if self.long else ""  # absent from the short jobs' ids, so stored ones keep theirs
+        return hashlib.sha256(f"{self.prompt.key}|{self.kind}|{self.generator}|{self.variant}{long}".encode()).hexdigest()[:16]
+
+    @property
+    def max_tokens(self) -> int:
+        return LONG_MAX_TOKENS if self.long else MAX_TOKENS.get(self.kind, DEFAULT_MAX_TOKENS)
+
+    @property
+    def temperature(self) -> float:
+        # A short natural answer is the model's greedy answer; a long one is sampled, so it is not the same text.
+        return 0.0 if self.kind == "natural" and not self.long else 0.8
 
     def system(self) -> str:
         options = SYSTEMS[self.kind]
@@ -263,13 +277,14 @@ def load_prompts(sources: tuple[str, ...] = PROMPT_SOURCES, cache: Path = DEFAUL
     return unique
 
 
-def plan_jobs(prompts: list[Prompt], seed: int = 0) -> list[Job]:
-    """Every generation job, interleaved across kinds so a partial corpus is balanced."""
+def plan_jobs(prompts: list[Prompt], seed: int = 0, buckets: list[str] | None = None) -> list[Job]:
+    """Every generation job, interleaved across its buckets (streams of one kind of job) so a partial corpus
+    is balanced; `buckets` keeps only the named ones."""
     rng = random.Random(seed)
-    buckets: dict[str, list[Job]] = {}
+    planned: dict[str, list[Job]] = {}
 
     def add(bucket: str, job: Job) -> None:
-        buckets.setdefault(bucket, []).append(job)
+        planned.setdefault(bucket, []).append(job)
 
     for p in prompts:
         if p.source in ADDED_SOURCES:  # variants from the prompt itself: editing any source keeps these ids
@@ -281,6 +296,11 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0) -> list[Job]:
                 add(f"{group}-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
                 add(f"{group}-forced", Job(p, "forced", "qwen2.5-coder-0.5b", v))
                 add(f"{group}-forced-small", Job(p, "forced", "smollm2-135m", v + 1))
+                # Long jobs were added later: their variants come from the prompt, leaving the stream above alone.
+                h = int(hashlib.sha256(f"{seed}|{p.key}|long".encode()).hexdigest()[:4], 16)
+                add("harmful-long-natural", Job(p, "natural", "qwen2.5-coder-0.5b", h, long=True))
+                add("harmful-long-forced", Job(p, "forced", "qwen2.5-coder-0.5b", h, long=True))
+                add("harmful-long-safe", Job(p, "safe_completion", "qwen2.5-coder-0.5b", h, long=True))
             add(f"{group}-refusal", Job(p, "refusal", "qwen2.5-coder-0.5b", v))
             add(f"{group}-safe", Job(p, "safe_completion", "qwen2.5-coder-0.5b", v))
         elif p.source == "sharegpt":
@@ -292,10 +312,14 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0) -> list[Job]:
             add(f"{group}-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
             add(f"{group}-refusal", Job(p, "needless_refusal", "qwen2.5-coder-0.5b", v))
             add(f"{group}-agreeing", Job(p, "agreeing", "qwen2.5-coder-0.5b", v))
-    for jobs in buckets.values():
+    if buckets is not None:
+        unknown = sorted(set(buckets) - set(planned))
+        if unknown:
+            raise CorpusError(f"unknown job bucket {unknown[0]!r}; the buckets are {', '.join(sorted(planned))}")
+    for jobs in planned.values():
         rng.shuffle(jobs)
     order: list[Job] = []
-    queues = [buckets[k] for k in sorted(buckets)]
+    queues = [planned[k] for k in sorted(planned) if buckets is None or k in buckets]
     while any(queues):
         for q in queues:
             if q:
@@ -405,8 +429,7 @@ def generate(jobs: list[Job], completers: dict[str, Complete], corpus: Path, lim
     for job in todo:
         if stop_at is not None and time.monotonic() > stop_at:
             break
-        temperature = 0.0 if job.kind == "natural" else 0.8
-        max_tokens = MAX_TOKENS.get(job.kind, DEFAULT_MAX_TOKENS)
+        temperature, max_tokens = job.temperature, job.max_tokens
         text, finish = completers[job.generator](render(job), max_tokens, temperature, job.variant)
         record = {
             "id": job.id, "prompt_key": job.prompt.key, "source": job.prompt.source, "kind": job.kind,
@@ -634,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     g.add_argument("--limit", type=int, default=None)
     g.add_argument("--hours", type=float, default=None)
+    g.add_argument("--buckets", nargs="+", default=None, help="only these job buckets (e.g. harmful-long-natural)")
     b = sub.add_parser("build", help="join the corpus with its prompts, label, check and split")
     b.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     b.add_argument("--out", type=Path, required=True)
@@ -643,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "generate":
-            jobs = plan_jobs(load_prompts())
+            jobs = plan_jobs(load_prompts(), buckets=args.buckets)
             completers = {name: llama_completer(name, args.threads) for name in args.generators}
             made = generate(jobs, completers, args.corpus, args.limit, args.hours, log=lambda m: print(m, flush=True))
             print(f"generated {made}; packed {pack(args.corpus)}", flush=True)
