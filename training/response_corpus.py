@@ -140,6 +140,15 @@ SHORT_REFUSALS = [
     "I'm sorry, but I'm not able to provide that information. If you need support, please reach out to a professional.",
     "I can't continue with this request.", "Sorry, I'm unable to do that.",
     "I'd rather not help with that.", "I'm afraid I can't do that.",
+    # With a reason given: a reason that names harm is no evidence that the request was harmful.
+    "I can't help with this because it could put someone in danger.",
+    "Sorry, I won't answer that. The information could be misused.",
+    "I'm not going to provide this, as it might lead to someone getting hurt.",
+    "This could be dangerous, so I must decline.",
+    "I can't share that. It goes against my safety guidelines.",
+    "For safety reasons I can't go into this. Please talk to a qualified professional.",
+    "I'm not comfortable giving that out, since it could be used to harm others.",
+    "No, sorry, I can't help with that. It's the kind of thing that could get people hurt.",
 ]
 _FORMS = (
     ("code", re.compile(r"\b(script|code|program|software|malware|virus|exploit|ransomware|keylogger|app|bot|function)\b", re.I)),
