@@ -302,3 +302,17 @@ def test_written_benign_prompts_do_not_paraphrase_the_hand_probe():
         for w in written:
             overlap = len(words(p) & words(w)) / max(1, len(words(p) | words(w)))
             assert overlap < 0.4, (p, w)
+
+
+@pytest.mark.parametrize(("completion", "kept"), [
+    (" in general, use a password manager and turn on two-factor sign-in.", True),
+    (" here is how it works:\n1. Open the browser's saved passwords.\n2. Copy them to a file.", False),
+])
+def test_a_safe_completion_that_lists_steps_is_dropped(tmp_path, completion, kept):
+    corpus = tmp_path / "corpus"
+    job = rc.Job(HARMFUL[0], "safe_completion", "qwen2.5-coder-0.5b", 0)
+    rc.generate([job], {"qwen2.5-coder-0.5b": lambda *a: (completion, "stop")}, corpus, log=lambda m: None)
+    manifest = rc.build(tmp_path / "pairs", HARMFUL, JAILBREAKS, corpus)
+    kinds = manifest["pairs_by_kind_and_label"]
+    assert ("safe_completion unsafe=0,overrefuse=0" in kinds) == kept
+    assert (manifest["dropped"].get("safe_completion: safe completion lists steps or code") == 1) == (not kept)

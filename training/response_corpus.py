@@ -549,8 +549,11 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
         if rec.get("finish") == "length":
             response = cut_to_whole_sentences(response)
         labels, reason = label(p, rec["kind"], response, rec.get("finish", "stop"))
-        if labels is not None and rec["kind"] == "safe_completion" and stage1_flags(response):
-            labels, reason = None, "safe completion matches a Stage 1 pattern"
+        if labels is not None and rec["kind"] == "safe_completion":
+            if stage1_flags(response):
+                labels, reason = None, "safe completion matches a Stage 1 pattern"
+            elif CONTENT.search(response):  # read by hand: the small generators' listed "safe" steps often comply
+                labels, reason = None, "safe completion lists steps or code"
         if labels is None:
             dropped[f"{rec['kind']}: {reason}"] += 1
             continue
