@@ -287,7 +287,9 @@ def test_unjudged_answers_stay_out_of_the_update(tmp_path):
     b.update(b.fb, [(prompts[1:3], responses[1:3], [1.0, 0.0])])
     moved = list(a.fb.module.parameters())
     assert any(not torch.equal(x, y) for x, y in zip(start, moved, strict=True))
-    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(moved, b.fb.module.parameters(), strict=True))
+    # Equal up to float noise from the batch's other (padded) rows, which Adam's normalisation amplifies to ~7e-6
+    # on some CPUs (AMD EPYC here); unjudged rows counted as reward 0 move weights by 0.02 (two steps of lr 0.01).
+    assert all(torch.allclose(x, y, atol=1e-4) for x, y in zip(moved, b.fb.module.parameters(), strict=True))
     a.judge = _Unsure()
     row = a.step()
     assert row["judge_failures"] == 16 and row["label_acc"] == 0.0
