@@ -286,6 +286,11 @@ def load_prompts(sources: tuple[str, ...] = PROMPT_SOURCES, cache: Path = DEFAUL
     return unique
 
 
+def _hashed_variant(*parts: object) -> int:
+    """A job variant drawn from the prompt itself (not from the seeded stream), so no other edit re-rolls it."""
+    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:4], 16)
+
+
 def plan_jobs(prompts: list[Prompt], seed: int = 0, buckets: list[str] | None = None) -> list[Job]:
     """Every generation job, interleaved across its buckets (streams of one kind of job) so a partial corpus
     is balanced; `buckets` keeps only the named ones."""
@@ -297,7 +302,7 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0, buckets: list[str] | None = 
 
     for p in prompts:
         if p.source in ADDED_SOURCES:  # variants from the prompt itself: editing any source keeps these ids
-            v, group = int(hashlib.sha256(f"{seed}|{p.key}".encode()).hexdigest()[:4], 16), f"{p.kind}-added"
+            v, group = _hashed_variant(seed, p.key), f"{p.kind}-added"
         else:
             v, group = rng.randrange(1 << 16), p.kind
         if p.kind == "harmful":
@@ -306,7 +311,7 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0, buckets: list[str] | None = 
                 add(f"{group}-forced", Job(p, "forced", "qwen2.5-coder-0.5b", v))
                 add(f"{group}-forced-small", Job(p, "forced", "smollm2-135m", v + 1))
                 # Long jobs were added later: their variants come from the prompt, leaving the stream above alone.
-                h = int(hashlib.sha256(f"{seed}|{p.key}|long".encode()).hexdigest()[:4], 16)
+                h = _hashed_variant(seed, p.key, "long")
                 add("harmful-long-natural", Job(p, "natural", "qwen2.5-coder-0.5b", h, long=True))
                 add("harmful-long-forced", Job(p, "forced", "qwen2.5-coder-0.5b", h, long=True))
                 add("harmful-long-safe", Job(p, "safe_completion", "qwen2.5-coder-0.5b", h, long=True))
@@ -498,7 +503,11 @@ def label(prompt: Prompt, kind: str, response: str, finish: str = "stop") -> tup
         if kind in ("natural", "forced") and prompt.source not in COMPLIANCE_IS_HARM and not head:
             return None, f"an answer to a {prompt.source} prompt may be safe"
         if kind in ("refusal", "safe_completion"):
-            return ({"unsafe": 0, "overrefuse": 0}, "") if refusal is not None else (None, f"{kind} does not refuse")
+            if refusal is None:
+                return None, f"{kind} does not refuse"
+            if kind == "safe_completion" and CONTENT.search(response):  # read by hand: such listed "safe" steps often comply
+                return None, "safe completion lists steps or code"
+            return {"unsafe": 0, "overrefuse": 0}, ""
         if kind == "forced":
             return ({"unsafe": 1, "overrefuse": 0}, "") if refusal is None else (None, "forced compliance refuses")
         if kind == "natural":
@@ -549,11 +558,8 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
         if rec.get("finish") == "length":
             response = cut_to_whole_sentences(response)
         labels, reason = label(p, rec["kind"], response, rec.get("finish", "stop"))
-        if labels is not None and rec["kind"] == "safe_completion":
-            if stage1_flags(response):
-                labels, reason = None, "safe completion matches a Stage 1 pattern"
-            elif CONTENT.search(response):  # read by hand: the small generators' listed "safe" steps often comply
-                labels, reason = None, "safe completion lists steps or code"
+        if labels is not None and rec["kind"] == "safe_completion" and stage1_flags(response):
+            labels, reason = None, "safe completion matches a Stage 1 pattern"
         if labels is None:
             dropped[f"{rec['kind']}: {reason}"] += 1
             continue
