@@ -14,7 +14,11 @@ style (written for this project, never trained on): 16 harmful prompts, most of 
 compliant answer, two refusals and its pre-check; 16 benign sensitive-topic questions, each with an answer,
 a needless refusal and its pre-check. `--splits contact-answers` (same folder): 16 benign prompts with
 words a judge may over-read ("secret", "private", "confidential", "leaked") answered with contact details
-(redacted by Stage 1, never to be flagged).
+(redacted by Stage 1, never to be flagged). `--splits assistant-style` (same folder): answers written the way
+deployed chat assistants write them (markdown, bold step headings, code, disclaimers, long refusals that offer
+alternatives and helplines): 24 harmful prompts, each with a compliant answer, a refusal and its pre-check;
+24 benign sensitive-topic prompts, each with an answer, a needless refusal and its pre-check. None of their
+prompts shares 0.4 of its content words with a training prompt (tests/test_response_corpus.py).
 
 Each model is judged as the gate judges: through the waltzrl plugin itself (plugins.feedback, so its
 label mapping `classifier_labels` and the model's thresholds from waltz_gate.json, else 0.5). Truth, as
