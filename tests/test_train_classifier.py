@@ -45,6 +45,22 @@ def test_training_takes_the_heads_of_the_data_and_writes_val_thresholds(tmp_path
     assert not (tmp_path / "out" / tc.CHECKPOINT).exists()  # a finished run leaves no checkpoint behind
 
 
+def test_label_smoothing_pulls_the_training_targets_towards_one_half(tmp_path, monkeypatch):
+    seen = {}
+
+    def capture(model, encoder, rows, labels, mask, *args, **kwargs):
+        seen["labels"], seen["mask"] = labels, mask
+        return 0
+
+    monkeypatch.setattr(tc, "fit", capture)
+    base = tiny_classifier(tmp_path / "base")
+    report = tc.train(pair_data(tmp_path / "data"), tmp_path / "out", base, epochs=1, batch_size=8, lr=1e-3,
+                      max_tokens=32, seed=0, label_smoothing=0.2)
+    labelled = seen["labels"][seen["mask"] > 0]
+    assert sorted(set(np.round(labelled, 6).tolist())) == pytest.approx([0.1, 0.9])  # 0 -> eps/2, 1 -> 1 - eps/2
+    assert report["label_smoothing"] == 0.2
+
+
 def _fit(base, rows, checkpoint, **kw):
     model = tc.load_student(base, ("unsafe", "overrefuse"), seed=0)
     encoder = PairEncoder.load(base / "tokenizer.json", 32)

@@ -56,7 +56,9 @@ from gate.jsonl import iter_jsonl, parse_lines
 from gate.refusal import CONTENT, REFUSAL_HEAD, refusal_position
 from training.checksum import sha256_file
 from training.classifier_data import Pair, norm, sharegpt_pairs, split_of, unique_pairs
-from training.sources import DEFAULT_CACHE, RESERVED, SOURCES, refuse_reserved, rows
+from training import judged_pairs
+from training.judged_pairs import JudgedPair
+from training.sources import DEFAULT_CACHE, RESERVED, SOURCES, SourceError, refuse_reserved, rows
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
 HEADS = ("unsafe", "overrefuse")
@@ -540,14 +542,16 @@ def stage1_flags(text: str) -> bool:
 
 
 def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: Path = CORPUS_DIR, seed: int = 0,
+          judged: tuple[list[JudgedPair], Counter] = ([], Counter()),
           jailbreak_share: float = 0.3, jailbreak_prechecks: int = 400, agreeing_share: float = 0.3, refusing_share: float = 0.15,
           question_share: float = 0.3, response_only_share: float = 0.2, short_refusal_share: float = 0.2) -> dict:
-    """Join the stored responses with their prompts, label and check them, split by prompt, write the files."""
+    """Join the stored responses with their prompts, label and check them, add the human-judged real answers
+    (`judged`: the pairs and the rows dropped by their own checks), split by prompt, write the files."""
     prompts = {p.key: p for p in prompt_list}
     questions = {key_of(p.base): p for p in prompt_list if p.base}
     rng = random.Random(seed)
     pairs: list[Pair] = []
-    dropped: Counter = Counter()
+    dropped: Counter = Counter(judged[1])
     generators: Counter = Counter()
     for rec in read_records(corpus):
         p = prompts.get(rec["prompt_key"])
@@ -582,6 +586,15 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
         if p.kind == "harmful" and rec["kind"] in ("forced", "natural", "refusal") and rng.random() < jailbreak_share:
             wrapped = f"{rng.choice(jailbreaks)}\n\n{p.text}"
             pairs.append(Pair(wrapped, response, labels, p.source, p.licence, meta={**meta, "jailbreak": True}))
+    for j in judged[0]:
+        meta = {"kind": "judged", "category": j.category}
+        pairs.append(Pair(j.prompt, j.response, {"unsafe": j.unsafe, "overrefuse": j.overrefuse}, judged_pairs.SOURCE,
+                          judged_pairs.LICENCE, meta=meta))
+        if rng.random() < response_only_share:
+            pairs.append(_response_only(pairs[-1]))
+    # A judged request that is harmful is a harmful pre-check, and a short refusal of it is safe.
+    for text in dict.fromkeys(j.prompt for j in judged[0] if j.harmful_prompt):
+        prompts.setdefault(key_of(text), Prompt(text, "harmful", judged_pairs.SOURCE, judged_pairs.LICENCE))
     for p in prompts.values():
         pairs.append(Pair(p.text, None, {"unsafe": int(p.kind == "harmful"), "overrefuse": 0}, p.source, p.licence,
                           meta={"kind": "precheck", **_base_meta(p)}))
@@ -691,11 +704,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"generated {made}; packed {pack(args.corpus)}", flush=True)
         elif args.cmd == "build":
             jailbreaks = [r.prompt for r in rows("jailbreaks")]
-            manifest = build(args.out, load_prompts(seed=args.seed), jailbreaks, args.corpus, seed=args.seed)
+            manifest = build(args.out, load_prompts(seed=args.seed), jailbreaks, args.corpus, seed=args.seed,
+                             judged=judged_pairs.load())
             print(json.dumps({k: v["rows"] for k, v in manifest["files"].items()}))
         else:
             print(pack(args.corpus))
-    except CorpusError as exc:
+    except (CorpusError, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

