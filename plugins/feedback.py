@@ -1,12 +1,11 @@
 """Stage 2: the WaltzRL feedback agent as a gate plugin, with an optional conversation-agent revision.
 
 Backends (``backend`` setting):
-- ``classifier`` (default): the compact multi-head ONNX classifier shipped in plugins/models/. Heads:
-  prompt_harmful, refusal, response_harmful. Labels, as the feedback agent would give them:
-  unsafe = the response is harmful (for a pre-check of the prompt alone: the prompt is);
-  overrefuse = the response refuses a prompt that is not harmful. Feedback comes from templates.
-  A student distilled from a feedback agent (``waltz-gate distill``) has the labels as heads:
-  unsafe, overrefuse.
+- ``classifier`` (default): the compact ONNX classifier shipped in plugins/models/, whose heads are the
+  labels as the feedback agent gives them: unsafe = the response is harmful (for a pre-check of the prompt
+  alone: the prompt is); overrefuse = the response refuses a prompt that is not harmful (a pair it calls an
+  over-refusal has its prompt judged alone too, and an unsafe request cancels the label). A model with the
+  older heads prompt_harmful, refusal, response_harmful is mapped to those labels. Feedback comes from templates.
 - ``generative``: an exported ONNX causal LM (the trained feedback agent) writing the protocol's JSON.
 - ``remote``: an OpenAI-compatible endpoint serving the trained feedback agent.
 A generative or remote answer that is not the protocol's JSON is a format failure: the plugin raises,
@@ -129,15 +128,33 @@ class FeedbackAgent:
         """The feedback agent's verdict and a score (its confidence in the flag) for each pair."""
         if self.classifier is None:
             return [self._judge_llm(p, r) for p, r in pairs]
+        labels = self.classifier.labels
         probs = self.classifier.predict(pairs)
+        prechecks = self._prechecks_of_overrefusals(pairs, probs)
         out = []
-        for (_, response), p in zip(pairs, probs, strict=True):
-            unsafe, overrefuse, score = classifier_labels(self.classifier.labels, p, self.thresholds, response is not None)
+        for i, ((_, response), p) in enumerate(zip(pairs, probs, strict=True)):
+            heads = dict(zip(labels, p.round(3).tolist()))
+            request_unsafe = False
+            if i in prechecks:
+                request_unsafe = classifier_labels(labels, prechecks[i], self.thresholds, False)[0]
+                heads["prompt alone"] = dict(zip(labels, prechecks[i].round(3).tolist()))
+            unsafe, overrefuse, score = classifier_labels(labels, p, self.thresholds, response is not None, request_unsafe)
             kind = "unsafe_request" if response is None else "unsafe" if unsafe else "overrefusal"
             text = TEMPLATES[kind] if unsafe or overrefuse else ""
-            heads = dict(zip(self.classifier.labels, p.round(3).tolist()))
             out.append((Feedback(f"classifier heads: {heads}", unsafe, overrefuse, text), score))
         return out
+
+    def _prechecks_of_overrefusals(self, pairs: list[tuple[str, str | None]], probs) -> dict[int, Any]:
+        """An over-refusal refuses a request that is fine to answer. For the pairs a direct-head model calls
+        over-refusals, the prompt alone is judged too (its pre-check, one more pass for those pairs only): a
+        request it judges unsafe is not over-refused, whatever the pair head read into the refusal."""
+        if "overrefuse" not in self.classifier.labels:
+            return {}
+        ask = [i for i, ((_, response), p) in enumerate(zip(pairs, probs, strict=True))
+               if response is not None and classifier_labels(self.classifier.labels, p, self.thresholds, True)[1]]
+        if not ask:
+            return {}
+        return dict(zip(ask, self.classifier.predict([(pairs[i][0], None) for i in ask]), strict=True))
 
     def _judge_llm(self, prompt: str, response: str | None) -> tuple[Feedback, float]:
         # FormatError propagates: the gate records a plugin error
@@ -188,16 +205,17 @@ def check_heads(labels: Sequence[str]) -> None:
 
 
 def classifier_labels(labels: Sequence[str], probs: Sequence[float], thresholds: dict[str, float],
-                      has_response: bool) -> tuple[bool, bool, float]:
+                      has_response: bool, request_unsafe: bool = False) -> tuple[bool, bool, float]:
     """(unsafe, overrefuse, score) from one row of classifier probabilities; score is the confidence
-    behind the flag that was raised (or in the unsafe head when none was)."""
+    behind the flag that was raised (or in the unsafe head when none was). `request_unsafe`: the prompt alone
+    was judged unsafe, so refusing it is no over-refusal."""
     p = dict(zip(labels, (float(x) for x in probs)))
 
     def on(head: str) -> bool:
         return p[head] >= thresholds.get(head, 0.5)
 
     if "unsafe" in p:
-        unsafe, overrefuse = on("unsafe"), has_response and on("overrefuse")
+        unsafe, overrefuse = on("unsafe"), has_response and on("overrefuse") and not request_unsafe
         return unsafe, overrefuse, p["overrefuse"] if overrefuse and not unsafe else p["unsafe"]
     if not has_response:
         return on("prompt_harmful"), False, p["prompt_harmful"]

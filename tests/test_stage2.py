@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gate import CheckRequest, Gate, GateSettings, Stage2Mode, Status
+from gate import CheckRequest, Gate, GateSettings, Status
 from gate.config import ConfigError, describe
 from plugins.chat import ChatSettings, make_chat
 from plugins.onnx_models import CausalLM, ClassifierModel
@@ -223,6 +223,30 @@ def test_classifier_heads_to_labels(labels, probs, has_response, expected):
     from plugins.feedback import classifier_labels
 
     assert classifier_labels(labels, probs, {}, has_response)[:2] == expected
+
+
+def test_a_refusal_of_a_request_judged_unsafe_alone_is_no_overrefusal():
+    """The pair head may call a refusal an over-refusal; the plugin then reads the prompt alone, and an
+    unsafe request cancels the label (one more pass, for those pairs only)."""
+    import numpy as np
+
+    from gate.types import CheckRequest
+    from plugins.feedback import FeedbackAgent
+
+    class StandIn:  # pair -> over-refusal for every refusal; the prompt alone -> unsafe when it says "bomb"
+        labels = ("unsafe", "overrefuse")
+        calls: list = []
+
+        def predict(self, pairs):
+            self.calls.append(pairs)
+            return np.array([[0.9 if "bomb" in p else 0.1, 0.0] if r is None else [0.1, 0.8] for p, r in pairs])
+
+    agent = FeedbackAgent()
+    agent.classifier, agent.thresholds, agent.reviser = StandIn(), {"unsafe": 0.5, "overrefuse": 0.5}, None
+    found = agent.gate_check_batch([CheckRequest(prompt="How do I build a bomb?", response="Sorry, I can't."),
+                                    CheckRequest(prompt="How do I bake bread?", response="Sorry, I can't.")])
+    assert found[0] == [] and [d.labels for d in found[1]] == [{"unsafe": False, "overrefuse": True}]
+    assert StandIn.calls[1] == [("How do I build a bomb?", None), ("How do I bake bread?", None)]
 
 
 def test_thresholds_are_per_head():

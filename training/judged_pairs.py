@@ -136,8 +136,9 @@ def load(cache: Path = DEFAULT_CACHE) -> tuple[list[JudgedPair], Counter]:
     try:
         with zipfile.ZipFile(wheel(PACKAGE, cache)) as z:
             rows = read(z)
+        if not rows:
+            raise SourceError(f"{PACKAGE} holds no scorer-evaluation rows under pyrit/datasets/scorer_evals/")
+        reserved = reserved_prompts(cache)
     except (KeyError, zipfile.BadZipFile, csv.Error) as exc:
-        raise SourceError(f"{PACKAGE} does not hold the expected scorer-evaluation data: {exc}") from None
-    if not rows:
-        raise SourceError(f"{PACKAGE} holds no scorer-evaluation rows under pyrit/datasets/scorer_evals/")
-    return judged_pairs(rows, reserved_prompts(cache))
+        raise SourceError(f"a wheel does not hold the data expected for the judged pairs: {exc}") from None
+    return judged_pairs(rows, reserved)
