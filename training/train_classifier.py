@@ -18,6 +18,7 @@ again to resume from it (the batch order, optimiser, schedule and RNG continue e
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import json
 import math
@@ -183,11 +184,15 @@ def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask:
     )
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     step, started = 0, time.time()
+    targets = hashlib.sha256(labels.tobytes() + mask.tobytes()).hexdigest()[:16]  # a resume must keep them
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
         if state["total"] != total or state["rows"] != len(rows):
             raise ValueError(f"{checkpoint} is from another run ({state['rows']} rows, {state['total']} steps; "
                              f"this one: {len(rows)} rows, {total} steps): remove it or use another --out")
+        if state.get("targets", targets) != targets:
+            raise ValueError(f"{checkpoint} was trained towards other targets (other labels or --label-smoothing): "
+                             "remove it or use another --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -217,7 +222,7 @@ def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask:
                 tmp = checkpoint.with_suffix(".tmp")
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "step": step, "total": total, "rows": len(rows),
-                            "torch_rng": torch.get_rng_state()}, tmp)
+                            "targets": targets, "torch_rng": torch.get_rng_state()}, tmp)
                 tmp.replace(checkpoint)
             if step >= total:
                 break
