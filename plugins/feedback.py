@@ -128,33 +128,25 @@ class FeedbackAgent:
         """The feedback agent's verdict and a score (its confidence in the flag) for each pair."""
         if self.classifier is None:
             return [self._judge_llm(p, r) for p, r in pairs]
-        labels = self.classifier.labels
+        labels, thresholds = self.classifier.labels, self.thresholds
         probs = self.classifier.predict(pairs)
-        prechecks = self._prechecks_of_overrefusals(pairs, probs)
+        judged = [classifier_labels(labels, p, thresholds, r is not None) for (_, r), p in zip(pairs, probs, strict=True)]
+        heads = [dict(zip(labels, p.round(3).tolist())) for p in probs]
+        # An over-refusal refuses a request that is fine to answer: for the pairs called over-refusals, the
+        # prompt alone is judged too (one more pass, for those pairs only), and a request it judges unsafe is
+        # not over-refused, whatever the pair head read into the refusal. (Older heads judge the prompt already.)
+        ask = [i for i, (_, overrefuse, _) in enumerate(judged) if overrefuse] if "overrefuse" in labels else []
+        if ask:
+            for i, pre in zip(ask, self.classifier.predict([(pairs[i][0], None) for i in ask]), strict=True):
+                heads[i]["prompt alone"] = dict(zip(labels, pre.round(3).tolist()))
+                if classifier_labels(labels, pre, thresholds, False)[0]:
+                    judged[i] = classifier_labels(labels, probs[i], thresholds, True, request_unsafe=True)
         out = []
-        for i, ((_, response), p) in enumerate(zip(pairs, probs, strict=True)):
-            heads = dict(zip(labels, p.round(3).tolist()))
-            request_unsafe = False
-            if i in prechecks:
-                request_unsafe = classifier_labels(labels, prechecks[i], self.thresholds, False)[0]
-                heads["prompt alone"] = dict(zip(labels, prechecks[i].round(3).tolist()))
-            unsafe, overrefuse, score = classifier_labels(labels, p, self.thresholds, response is not None, request_unsafe)
+        for (_, response), (unsafe, overrefuse, score), h in zip(pairs, judged, heads, strict=True):
             kind = "unsafe_request" if response is None else "unsafe" if unsafe else "overrefusal"
             text = TEMPLATES[kind] if unsafe or overrefuse else ""
-            out.append((Feedback(f"classifier heads: {heads}", unsafe, overrefuse, text), score))
+            out.append((Feedback(f"classifier heads: {h}", unsafe, overrefuse, text), score))
         return out
-
-    def _prechecks_of_overrefusals(self, pairs: list[tuple[str, str | None]], probs) -> dict[int, Any]:
-        """An over-refusal refuses a request that is fine to answer. For the pairs a direct-head model calls
-        over-refusals, the prompt alone is judged too (its pre-check, one more pass for those pairs only): a
-        request it judges unsafe is not over-refused, whatever the pair head read into the refusal."""
-        if "overrefuse" not in self.classifier.labels:
-            return {}
-        ask = [i for i, ((_, response), p) in enumerate(zip(pairs, probs, strict=True))
-               if response is not None and classifier_labels(self.classifier.labels, p, self.thresholds, True)[1]]
-        if not ask:
-            return {}
-        return dict(zip(ask, self.classifier.predict([(pairs[i][0], None) for i in ask]), strict=True))
 
     def _judge_llm(self, prompt: str, response: str | None) -> tuple[Feedback, float]:
         # FormatError propagates: the gate records a plugin error
