@@ -39,9 +39,20 @@ def train(cfg: TrainConfig, log: Callable[[str], None]) -> None:
     try:
         trainer = Trainer(cfg, log=log)
         trainer.run()
+        _close_process_group()
     except FileNotFoundError as exc:
         raise TrainingError(str(exc)) from None
     except Exception as exc:
         if "out of memory" in str(exc).lower():
             raise TrainingError(oom_advice(cfg, trainer.phase if trainer else "loading")) from None
         raise
+
+
+def _close_process_group() -> None:
+    """Meet the other ranks, then shut the process group down. Left to interpreter exit, gloo's worker threads
+    can be torn down while still joinable, and the process aborts (SIGABRT) after a run that completed."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
