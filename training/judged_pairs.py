@@ -29,10 +29,11 @@ import io
 import re
 import zipfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gate.refusal import is_plain_refusal
+from training.classifier_data import norm
 from training.sources import DEFAULT_CACHE, SOURCES, SourceError, wheel
 
 PACKAGE = SOURCES["advbench"].package  # the same pinned pyrit wheel
@@ -69,14 +70,10 @@ def overlap(a: set[str], b: set[str]) -> float:
     return len(a & b) / max(1, len(a | b))
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().lower()
-
-
 def not_harmful_objectives(path: Path = NOT_HARMFUL) -> list[str]:
     """The reviewed objectives' openings, normalised for a prefix match."""
     lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return [_norm(line) for line in lines if line and not line.startswith("#")]
+    return [norm(line) for line in lines if line and not line.startswith("#")]
 
 
 def _csv_rows(text: str) -> list[dict]:
@@ -129,6 +126,7 @@ def judged_pairs(rows: list[tuple[str, dict]], reserved: list[str],
     """The labelled pairs and the count of rows dropped per reason. `not_harmful`: openings of objectives
     whose objective/ rows are dropped (see the module's docstring)."""
     reserved_words = [content_words(r) for r in reserved]
+    not_harmful = tuple(not_harmful)
     far: dict[str, bool] = {}
     copies: dict[tuple[str, str], list[JudgedPair]] = {}
     dropped = Counter()
@@ -144,7 +142,7 @@ def judged_pairs(rows: list[tuple[str, dict]], reserved: list[str],
             dropped[f"{SOURCE}: objective close to a reserved benchmark's prompt"] += 1
             continue
         harmful = kind == "objective"
-        if harmful and _norm(prompt).startswith(tuple(not_harmful)):
+        if harmful and norm(prompt).startswith(not_harmful):
             dropped[f"{SOURCE}: objective reviewed as not a harmful request"] += 1
             continue
         unsafe, reason = label(row, kind)
@@ -162,8 +160,7 @@ def judged_pairs(rows: list[tuple[str, dict]], reserved: list[str],
             dropped[f"{SOURCE}: copies of one answer judged both ways"] += len(same)
             continue
         harmful = any(p.harmful_prompt for p in same)
-        pairs.append(JudgedPair(same[0].prompt, same[0].response, same[0].unsafe, 0 if harmful else None,
-                                same[0].category, harmful))
+        pairs.append(replace(same[0], overrefuse=0 if harmful else None, harmful_prompt=harmful))
     return pairs, dropped
 
 
