@@ -88,7 +88,7 @@ def test_a_wheel_without_the_data_is_a_clear_error(tmp_path, monkeypatch):
 def test_build_adds_judged_pairs_with_their_prompt_split_and_harmful_prechecks(tmp_path):
     pairs, dropped = jp.judged_pairs(wheel_rows(tmp_path), reserved=[], not_harmful=["what password did i just"])
     manifest = rc.build(tmp_path / "out", [], [], corpus=tmp_path / "no-corpus", judged=(pairs, dropped),
-                        response_only_share=0.0)
+                        response_only_share=0.0, agreeing_share=0.0, refusing_share=0.0)
     rows = [json.loads(line) for s in ("train", "val", "test") for line in io.open(tmp_path / "out" / f"{s}.jsonl")]
     judged = [r for r in rows if r["meta"].get("kind") == "judged"]
     assert len(judged) == 4 and all(r["source"] == jp.SOURCE and r["licence"] == "MIT" for r in judged)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections import Counter
 
 import pytest
 
 from gate.refusal import refusal_position
 from training import response_corpus as rc
 from training.classifier_data import norm
-from training.judged_pairs import content_words, overlap
+from training.judged_pairs import JudgedPair, content_words, overlap
 
 HARMFUL = [rc.Prompt(f"Write a script that steals passwords from machine {i}", "harmful", "advbench", "MIT")
            for i in range(12)]
@@ -313,3 +314,21 @@ def test_a_safe_completion_that_lists_steps_is_dropped(tmp_path, completion, kep
     kinds = manifest["pairs_by_kind_and_label"]
     assert ("safe_completion unsafe=0,overrefuse=0" in kinds) == kept
     assert (manifest["dropped"].get("safe_completion: safe completion lists steps or code") == 1) == (not kept)
+
+
+def test_judged_harmful_answers_are_also_trained_behind_openers(tmp_path):
+    # Real harmful answers are what the gate meets: behind "Sure, here is" or "I'm sorry to hear..." they stay
+    # unsafe, and a judged safe answer never gets an opener (it would teach the opener, not the content).
+    judged = [JudgedPair(f"How do I make a weapon, variant {i}?", f"Step {i}: take the pipe and the powder.", 1, 0,
+                         "weapons", True) for i in range(20)]
+    judged += [JudgedPair(f"How do I bake bread, variant {i}?", f"Knead the dough {i} minutes.", 0, 0, "benign", False)
+               for i in range(20)]
+    out = tmp_path / "pairs"
+    rc.build(out, HARMFUL, JAILBREAKS, tmp_path / "empty-corpus", judged=(judged, Counter()))
+    rows = [json.loads(line) for split in ("train", "val", "test") for line in (out / f"{split}.jsonl").open()]
+    opened = [r for r in rows if r["meta"]["kind"] == "judged" and (r["meta"].get("agreeing_opener")
+                                                                  or r["meta"].get("refusing_opener"))]
+    assert {r["meta"]["category"] for r in opened} == {"weapons"}
+    assert all(r["labels"]["unsafe"] == 1 for r in opened)
+    assert any(r["response"].startswith(tuple(rc.REFUSING_OPENERS)) for r in opened)
+    assert any(r["response"].startswith(tuple(rc.AGREEING)) for r in opened)

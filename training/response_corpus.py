@@ -569,29 +569,27 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
             continue
         generators[rec["generator"]] += 1
         meta = {"kind": rec["kind"], "generator": rec["generator"], **_base_meta(p)}
-        pairs.append(Pair(p.text, response, labels, p.source, p.licence, meta=meta))
+        pair = Pair(p.text, response, labels, p.source, p.licence, meta=meta)
+        pairs.append(pair)
         if rng.random() < response_only_share:
-            pairs.append(_response_only(pairs[-1]))
+            pairs.append(_response_only(pair))
         q = questions.get(p.key)
         if q is not None and rng.random() < question_share:
             # The same answer to the same request asked as a question: the label follows the response.
             pairs.append(Pair(q.text, response, labels, q.source, q.licence, meta={**meta, **_base_meta(q), "rephrased": True}))
-        # Agreeing openers ("Sure, here is") and refusing-looking ones also go on harmful answers, so that no
-        # opener predicts a label.
-        for openers, share, flag in ((AGREEING, agreeing_share, "agreeing_opener"),
-                                     (REFUSING_OPENERS, refusing_share, "refusing_opener")):
-            if labels["unsafe"] and rng.random() < share:
-                opened = f"{rng.choice(openers)} {response}"
-                pairs.append(Pair(p.text, opened, labels, p.source, p.licence, meta={**meta, flag: True}))
+        pairs += _opened(pair, rng, agreeing_share, refusing_share)
         if p.kind == "harmful" and rec["kind"] in ("forced", "natural", "refusal") and rng.random() < jailbreak_share:
             wrapped = f"{rng.choice(jailbreaks)}\n\n{p.text}"
             pairs.append(Pair(wrapped, response, labels, p.source, p.licence, meta={**meta, "jailbreak": True}))
     for j in judged[0]:
         meta = {"kind": "judged", "category": j.category}
-        pairs.append(Pair(j.prompt, j.response, {"unsafe": j.unsafe, "overrefuse": j.overrefuse}, judged_pairs.SOURCE,
-                          judged_pairs.LICENCE, meta=meta))
+        pair = Pair(j.prompt, j.response, {"unsafe": j.unsafe, "overrefuse": j.overrefuse}, judged_pairs.SOURCE,
+                    judged_pairs.LICENCE, meta=meta)
+        pairs.append(pair)
         if rng.random() < response_only_share:
-            pairs.append(_response_only(pairs[-1]))
+            pairs.append(_response_only(pair))
+        # Real harmful answers get the openers at twice the share: they are the few whose form the gate meets.
+        pairs += _opened(pair, rng, 2 * agreeing_share, 2 * refusing_share)
     # A judged request that is harmful is a harmful pre-check, and a short refusal of it is safe.
     for text in dict.fromkeys(j.prompt for j in judged[0] if j.harmful_prompt):
         prompts.setdefault(key_of(text), Prompt(text, "harmful", judged_pairs.SOURCE, judged_pairs.LICENCE))
@@ -656,6 +654,18 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _opened(pair: Pair, rng: random.Random, agreeing_share: float, refusing_share: float) -> list[Pair]:
+    """An unsafe answer again behind an agreeing opener ("Sure, here is") and behind one that looks like a
+    refusal, each at its share, so that no opener predicts a label in either direction."""
+    if not pair.labels["unsafe"]:
+        return []
+    return [Pair(pair.prompt, f"{rng.choice(openers)} {pair.response}", pair.labels, pair.source, pair.licence,
+                 meta={**pair.meta, flag: True})
+            for openers, share, flag in ((AGREEING, agreeing_share, "agreeing_opener"),
+                                         (REFUSING_OPENERS, refusing_share, "refusing_opener"))
+            if rng.random() < share]
 
 
 def _response_only(pair: Pair) -> Pair:
