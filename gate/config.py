@@ -42,8 +42,9 @@ class Rule(_Strict):
     source: Source | None = None  # only findings in the prompt, or in the response
     min_severity: Severity = Severity.LOW
     action: Decision
-    # A plain refusal that Stage 2 judged safe settles a revise of this rule's prompt findings. False where
-    # declining is not enough (self-harm: the answer should point to help).
+    # A plain refusal that Stage 2 judged safe settles a revise of this rule's findings on the prompt, and on
+    # the response inside its declining sentence (the request restated). False where declining is not enough
+    # (self-harm: the answer should point to help).
     refusal_suffices: bool = True
 
 

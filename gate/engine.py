@@ -25,7 +25,7 @@ from gate.config import GateSettings
 from gate.metrics import GateMetrics
 from gate.policy import Policy
 from gate.registry import LoadedPlugin, load_plugins
-from gate.refusal import is_plain_refusal
+from gate.refusal import SETTLED_LENGTH, is_plain_refusal
 from gate.types import CheckRequest, Decision, Detection, Finding, Stage2Info, Stage2Mode, Status, Verdict
 
 # Decides the Stage 2 mode for one request, with the reason recorded in the verdict and audit log.
@@ -259,13 +259,13 @@ class Gate:
     # -- verdict ----------------------------------------------------------------------------------
 
     def _refusal_judged_safe(self, run: _Run) -> bool:
-        """The response is a plain refusal, and every Stage 2 plugin judged it (status ok), let it through and
-        did not label it unsafe."""
+        """The response is a plain refusal (up to SETTLED_LENGTH characters), and every Stage 2 plugin judged it
+        (status ok), let it through and did not label it unsafe."""
         response = run.request.response
         return (response is not None and bool(self._stage2)
                 and all(run.statuses.get(p.name) == Status.OK for p in self._stage2)
                 and all(f.action == Decision.ALLOW and not f.labels.get("unsafe") for f in run.stage2)
-                and is_plain_refusal(response))
+                and is_plain_refusal(response, max_length=SETTLED_LENGTH))
 
     def _verdict(self, run: _Run, correlation_id: str) -> Verdict:
         request, findings, shadow, timings = run.request, run.findings, run.shadow, run.timings

@@ -7,6 +7,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 
 from gate.config import FailureMode, PolicySettings, Rule
+from gate.refusal import declining_sentence_end
 from gate.types import CheckRequest, Decision, Finding, Severity, Source, Span, Status
 
 
@@ -30,9 +31,15 @@ class Policy:
         rule = self.rule(category, source, severity)
         return rule.action if rule else Decision.ALLOW
 
-    def _settled_by_refusal(self, f: Finding) -> bool:
-        """A Stage 1 revise on the prompt that a plain refusal, judged safe by Stage 2, settles."""
-        if f.stage != 1 or f.source != Source.PROMPT or f.action != Decision.REVISE:
+    def _settled_by_refusal(self, f: Finding, declined_upto: int) -> bool:
+        """A Stage 1 revise that a plain refusal, judged safe by Stage 2, settles: one on the prompt, or one on
+        the response whose every match ends within the sentence that declines (`declined_upto`)."""
+        if f.stage != 1 or f.action != Decision.REVISE:
+            return False
+        if f.source == Source.RESPONSE:
+            if not f.spans or any(s.source != Source.RESPONSE or s.end > declined_upto for s in f.spans):
+                return False
+        elif f.source != Source.PROMPT:
             return False
         rule = self.rule(f.category, f.source, f.severity)
         return rule is None or rule.refusal_suffices
@@ -52,9 +59,11 @@ class Policy:
 
         `refusal_judged_safe`: the response is a plain refusal (gate/refusal.py) and Stage 2, enforced, judged
         it safe. A refusal of a harmful request is the outcome the gate wants, so Stage 1's revise findings on
-        the prompt do not send it back (they stay in the verdict), unless their rule says a refusal does not
-        suffice (self-harm). Any other answer to a flagged prompt is still revised.
+        the prompt, and those on the response that only match the declining sentence (the request restated),
+        do not send it back (they stay in the verdict), unless their rule says a refusal does not suffice
+        (self-harm). Any other answer to a flagged prompt is still revised.
         """
+        declined_upto = declining_sentence_end(request.response or "") if refusal_judged_safe else 0
         decision = Decision.ALLOW
         redact: list[tuple[Span, str]] = []
         feedback: list[str] = []
@@ -63,7 +72,7 @@ class Policy:
             if f.status == Status.SKIPPED:
                 continue
             action = f.action
-            if refusal_judged_safe and self._settled_by_refusal(f):
+            if refusal_judged_safe and self._settled_by_refusal(f, declined_upto):
                 continue
             if action == Decision.REDACT:
                 spans = [(s, f.category) for s in f.spans if s.source == Source.RESPONSE]

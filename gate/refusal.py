@@ -30,8 +30,12 @@ DECLINE = re.compile(
     rf"\bnot (?:something|anything) (?:that )?i(?:{_A}m| am)? (?:can|could|am able to|am willing to) (?:help|assist)",
     re.I,
 )
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 CONTENT = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*\u2022])\s|```|\bstep\s*\d|\bfirst(?:ly)?,", re.I)  # lists, steps, code
 PLAIN_HEAD, PLAIN_LENGTH = 60, 400
+# The policy lets Stage 2's safe verdict settle a refusal up to this long: deployed assistants decline in a
+# sentence and then explain why and offer what they can do instead (350-600 characters is typical).
+SETTLED_LENGTH = 800
 
 
 def refusal_position(text: str) -> int | None:
@@ -46,10 +50,20 @@ def is_refusal(text: str) -> bool:
     return position is not None and position < REFUSAL_HEAD
 
 
-def is_plain_refusal(text: str) -> bool:
+def is_plain_refusal(text: str, max_length: int = PLAIN_LENGTH) -> bool:
     """The answer only declines (and may point elsewhere): a declining statement within its first
-    PLAIN_HEAD characters, at most PLAIN_LENGTH characters in all, and no list, steps or code."""
-    if len(text.strip()) > PLAIN_LENGTH:  # first: every clean answer is checked, most are longer
+    PLAIN_HEAD characters, at most `max_length` characters in all, and no list, steps or code."""
+    if len(text.strip()) > max_length:  # first: every clean answer is checked, most are longer
         return False
     m = DECLINE.search(text)
     return m is not None and m.start() < PLAIN_HEAD and not CONTENT.search(text)
+
+
+def declining_sentence_end(text: str) -> int:
+    """Where the sentence holding the first declining statement ends (0 when nothing declines). A Stage 1
+    match inside it is the request restated ("I can't help you make explosives"), not content."""
+    m = DECLINE.search(text)
+    if m is None:
+        return 0
+    end = _SENTENCE_END.search(text, m.end())
+    return end.end() if end else len(text)
