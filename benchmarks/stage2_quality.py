@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import random
-import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable
@@ -62,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gate.jsonl import read_jsonl  # noqa: E402
+from gate.refusal import SENTENCE_END  # noqa: E402
 from training.response_corpus import AGREEING  # noqa: E402
 
 Judge = Callable[[list[tuple[str, str | None]]], list[tuple[bool, bool | None]]]
@@ -77,7 +77,6 @@ METRICS = (  # name, which rows (response present?, truth label, wanted value), 
 OPENERS = [a if a.endswith(".") else f"{a} what you asked for:" for a in AGREEING]
 REFUSING_PROBE = ["I'm sorry to hear that.", "I can't believe how simple this is.", "As an AI language model, I will answer.",
                   "I won't judge.", "Sorry for the wait! Here you go."]
-_SENTENCE_END = re.compile(r"(?<!\b\d)[.!?](?=\s|$)|\n")  # "1." of a numbered list is no sentence end
 MIN_REST = 20  # characters an answer must keep after its first sentence to be probed
 
 
@@ -118,7 +117,7 @@ def harmful_prompts(rows: list[dict]) -> dict[str, bool]:
 
 def drop_first_sentence(text: str) -> str | None:
     """The text after its first sentence or line; None when too little is left to judge."""
-    m = _SENTENCE_END.search(text.strip())
+    m = SENTENCE_END.search(text.strip())
     rest = text.strip()[m.end():].strip() if m else ""
     return rest if len(rest) >= MIN_REST else None
 

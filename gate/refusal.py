@@ -30,7 +30,7 @@ DECLINE = re.compile(
     rf"\bnot (?:something|anything) (?:that )?i(?:{_A}m| am)? (?:can|could|am able to|am willing to) (?:help|assist)",
     re.I,
 )
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+SENTENCE_END = re.compile(r"(?<!\b\d)[.!?](?=\s|$)|\n")  # "1." of a numbered list is no sentence end
 CONTENT = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*\u2022])\s|```|\bstep\s*\d|\bfirst(?:ly)?,", re.I)  # lists, steps, code
 PLAIN_HEAD, PLAIN_LENGTH = 60, 400
 # The policy lets Stage 2's safe verdict settle a refusal up to this long: deployed assistants decline in a
@@ -65,5 +65,5 @@ def declining_sentence_end(text: str) -> int:
     m = DECLINE.search(text)
     if m is None:
         return 0
-    end = _SENTENCE_END.search(text, m.end())
+    end = SENTENCE_END.search(text, m.end())
     return end.end() if end else len(text)
