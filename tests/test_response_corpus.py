@@ -286,15 +286,17 @@ def test_buckets_select_job_streams_and_an_unknown_one_is_refused():
         rc.plan_jobs(HARMFUL, buckets=["harmful-lng"])
 
 
-def test_written_benign_prompts_do_not_paraphrase_the_hand_probe():
+def test_written_prompts_do_not_paraphrase_the_hand_probe():
     """The hand-written probes measure the judge outside its training data: no written training prompt may
     be one of their prompts reworded (content-word overlap under 0.4, as the reserved-set check measures it)."""
     from pathlib import Path
 
     probe_dir = Path(__file__).resolve().parents[1] / "benchmarks" / "probe-pairs"
     probe = {json.loads(line)["prompt"] for path in probe_dir.glob("*.jsonl") for line in path.open()}
-    written = [p.text for p in rc.load_prompts(("benign-sensitive",))]
-    assert len(written) > 300
+    benign, harmful = (rc.load_prompts((name,)) for name in ("benign-sensitive", "harmful-situational"))
+    assert len(benign) > 300 and len(harmful) > 90
+    assert {p.kind for p in benign} == {"benign"} and {p.kind for p in harmful} == {"harmful"}
+    written = [p.text for p in benign + harmful]
     written_words = [(w, content_words(w)) for w in written]
     for p in probe:
         pw = content_words(p)

@@ -65,15 +65,16 @@ HEADS = ("unsafe", "overrefuse")
 HARMFUL_SOURCES = ("advbench", "donotanswer")
 # Where any compliant answer is harmful. Do-Not-Answer's prompts (stereotypes, private facts, risky
 # advice) can often be answered safely, so only its refusals are labelled by construction.
-COMPLIANCE_IS_HARM = ("advbench", "advbench-questions")
+COMPLIANCE_IS_HARM = ("advbench", "advbench-questions", "harmful-situational")
 BENIGN_SOURCES = ("mtbench", "writingbench", "aplomb", "pack-near-misses", "sharegpt")
 # Sources added after the first shards come last: the first sources' job variants are drawn from one seeded
 # stream over the prompts in order (appending keeps their ids); the added sources' come from a hash of each
 # prompt, so no edit elsewhere re-rolls them. Their jobs get buckets of their own, so that they take a share
 # of every hour of generation.
-ADDED_SOURCES = ("advbench-questions", "benign-sensitive")
+ADDED_SOURCES = ("advbench-questions", "benign-sensitive", "harmful-situational")
 PROMPT_SOURCES = HARMFUL_SOURCES + BENIGN_SOURCES + ADDED_SOURCES
-BENIGN_SENSITIVE = Path(__file__).parent / "prompts" / "benign-sensitive.txt"
+# Prompts written for this project: source -> the kind of every prompt in its file (training/prompts/<source>.txt).
+WRITTEN_SOURCES = {"benign-sensitive": "benign", "harmful-situational": "harmful"}
 SHARD_ROWS = 250  # records per committed shard
 
 CHATML = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
@@ -270,9 +271,9 @@ def load_prompts(sources: tuple[str, ...] = PROMPT_SOURCES, cache: Path = DEFAUL
             out += [Prompt(p.prompt, "benign", "sharegpt", p.licence, p.response) for p in sharegpt_pairs(cache, sharegpt, seed)]
         elif name == "pack-near-misses":
             out += _pack_near_misses()
-        elif name == "benign-sensitive":
-            lines = BENIGN_SENSITIVE.read_text(encoding="utf-8").splitlines()
-            out += [Prompt(t.strip(), "benign", name, "Apache-2.0") for t in lines if t.strip() and not t.startswith("#")]
+        elif name in WRITTEN_SOURCES:
+            lines = (Path(__file__).parent / "prompts" / f"{name}.txt").read_text(encoding="utf-8").splitlines()
+            out += [Prompt(t.strip(), WRITTEN_SOURCES[name], name, "Apache-2.0") for t in lines if t.strip() and not t.startswith("#")]
         elif name == "advbench-questions":
             out += [Prompt(question_form(r.prompt), "harmful", name, r.licence, base=r.prompt) for r in rows("advbench", cache)]
         elif name in SOURCES:
