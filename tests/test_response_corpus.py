@@ -286,6 +286,15 @@ def test_buckets_select_job_streams_and_an_unknown_one_is_refused():
         rc.plan_jobs(HARMFUL, buckets=["harmful-lng"])
 
 
+def test_sources_select_jobs_without_changing_any_and_an_unknown_one_is_refused():
+    everything = rc.plan_jobs(HARMFUL + BENIGN)
+    chosen = rc.plan_jobs(HARMFUL + BENIGN, sources=["mtbench"])
+    assert chosen and {j.prompt.source for j in chosen} == {"mtbench"}
+    assert {j.id for j in chosen} == {j.id for j in everything if j.prompt.source == "mtbench"}
+    with pytest.raises(rc.CorpusError, match="unknown prompt source 'mtbnch'.*advbench, mtbench"):
+        rc.plan_jobs(HARMFUL + BENIGN, sources=["mtbnch"])
+
+
 def test_written_prompts_do_not_paraphrase_the_hand_probe():
     """The hand-written probes measure the judge outside its training data: no written training prompt may
     be one of their prompts reworded (content-word overlap under 0.4, as the reserved-set check measures it)."""

@@ -30,7 +30,7 @@ Generated responses are this project's own data and are committed compressed in 
 (keyed by prompt hash: third-party prompts are joined back from the wheels at build time). Generation
 is resumable: a job is identified by (prompt, kind, generator, variant) and skipped once stored.
 
-    python -m training.response_corpus generate [--limit N] [--hours H] [--buckets B ...]   # resumable
+    python -m training.response_corpus generate [--limit N] [--hours H] [--buckets B ...] [--sources S ...]   # resumable
     python -m training.response_corpus build --out runs/pair-data          # minutes: join, label, split
 """
 
@@ -294,9 +294,11 @@ def _hashed_variant(*parts: object) -> int:
     return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:4], 16)
 
 
-def plan_jobs(prompts: list[Prompt], seed: int = 0, buckets: list[str] | None = None) -> list[Job]:
+def plan_jobs(prompts: list[Prompt], seed: int = 0, buckets: list[str] | None = None,
+              sources: list[str] | None = None) -> list[Job]:
     """Every generation job, interleaved across its buckets (streams of one kind of job) so a partial corpus
-    is balanced; `buckets` keeps only the named ones."""
+    is balanced; `buckets` keeps only the named ones, `sources` only jobs whose prompt is from the named
+    sources (chosen after every variant is drawn, so the choice changes no job)."""
     rng = random.Random(seed)
     planned: dict[str, list[Job]] = {}
 
@@ -333,6 +335,12 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0, buckets: list[str] | None = 
         unknown = sorted(set(buckets) - set(planned))
         if unknown:
             raise CorpusError(f"unknown job bucket {unknown[0]!r}; the buckets are {', '.join(sorted(planned))}")
+    if sources is not None:
+        unknown = sorted(set(sources) - {p.source for p in prompts})
+        if unknown:
+            raise CorpusError(f"unknown prompt source {unknown[0]!r}; the sources are "
+                              f"{', '.join(sorted({p.source for p in prompts}))}")
+        planned = {k: [j for j in jobs if j.prompt.source in sources] for k, jobs in planned.items()}
     for jobs in planned.values():
         rng.shuffle(jobs)
     order: list[Job] = []
@@ -700,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--limit", type=int, default=None)
     g.add_argument("--hours", type=float, default=None)
     g.add_argument("--buckets", nargs="+", default=None, help="only these job buckets (e.g. harmful-long-natural)")
+    g.add_argument("--sources", nargs="+", default=None, help="only jobs for these prompt sources (e.g. harmful-situational)")
     b = sub.add_parser("build", help="join the corpus with its prompts, label, check and split")
     b.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     b.add_argument("--out", type=Path, required=True)
@@ -709,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "generate":
-            jobs = plan_jobs(load_prompts(), buckets=args.buckets)
+            jobs = plan_jobs(load_prompts(), buckets=args.buckets, sources=args.sources)
             completers = {name: llama_completer(name, args.threads) for name in args.generators}
             made = generate(jobs, completers, args.corpus, args.limit, args.hours, log=lambda m: print(m, flush=True))
             print(f"generated {made}; packed {pack(args.corpus)}", flush=True)
