@@ -48,7 +48,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from gate.errors import WaltzGateError
@@ -336,10 +336,10 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0, buckets: list[str] | None = 
         if unknown:
             raise CorpusError(f"unknown job bucket {unknown[0]!r}; the buckets are {', '.join(sorted(planned))}")
     if sources is not None:
-        unknown = sorted(set(sources) - {p.source for p in prompts})
+        known = {p.source for p in prompts}
+        unknown = sorted(set(sources) - known)
         if unknown:
-            raise CorpusError(f"unknown prompt source {unknown[0]!r}; the sources are "
-                              f"{', '.join(sorted({p.source for p in prompts}))}")
+            raise CorpusError(f"unknown prompt source {unknown[0]!r}; the sources are {', '.join(sorted(known))}")
         planned = {k: [j for j in jobs if j.prompt.source in sources] for k, jobs in planned.items()}
     for jobs in planned.values():
         rng.shuffle(jobs)
@@ -670,8 +670,7 @@ def _opened(pair: Pair, rng: random.Random, agreeing_share: float, refusing_shar
     refusal, each at its share, so that no opener predicts a label in either direction."""
     if not pair.labels["unsafe"]:
         return []
-    return [Pair(pair.prompt, f"{rng.choice(openers)} {pair.response}", pair.labels, pair.source, pair.licence,
-                 meta={**pair.meta, flag: True})
+    return [replace(pair, response=f"{rng.choice(openers)} {pair.response}", meta={**pair.meta, flag: True})
             for openers, share, flag in ((AGREEING, agreeing_share, "agreeing_opener"),
                                          (REFUSING_OPENERS, refusing_share, "refusing_opener"))
             if rng.random() < share]
