@@ -264,11 +264,14 @@ def test_build_cuts_only_answers_that_hit_the_limit(tmp_path):
 
 
 def test_long_jobs_are_added_without_changing_stored_ids_and_ask_for_long_answers(tmp_path):
-    jobs = rc.plan_jobs(HARMFUL + BENIGN)
+    sensitive = [rc.Prompt(f"How do I store pool chemical {i} safely?", "benign", "benign-sensitive", "Apache-2.0")
+                 for i in range(3)]
+    jobs = rc.plan_jobs(HARMFUL + BENIGN + sensitive)
     long = [j for j in jobs if j.long]
-    # Long compliance and long safe completions alike, so that length marks neither label.
-    assert {j.kind for j in long} == {"natural", "forced", "safe_completion"}
-    assert all(j.prompt.source in rc.COMPLIANCE_IS_HARM for j in long)
+    # Long compliance, long safe completions and long benign answers on sensitive topics: length marks no label.
+    assert {j.kind for j in long if j.prompt.kind == "harmful"} == {"natural", "forced", "safe_completion"}
+    assert {(j.kind, j.prompt.source) for j in long if j.prompt.kind == "benign"} == {("natural", "benign-sensitive")}
+    assert not {j.id for j in rc.plan_jobs(HARMFUL + BENIGN)} - {j.id for j in jobs}  # no other job changed
     short_ids = {j.id for j in jobs if not j.long}
     assert short_ids.isdisjoint({j.id for j in long})
     asked = []

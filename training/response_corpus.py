@@ -161,7 +161,8 @@ _FORMS = (
 MAX_TOKENS = {"refusal": 96, "needless_refusal": 96}
 DEFAULT_MAX_TOKENS = 128
 # Real answers to harmful requests run long; at 128 tokens every generated one is short, so long jobs
-# (compliance and safe completions alike, so that length marks neither label) write up to this many.
+# (compliance and safe completions alike, and natural answers to the written benign sensitive prompts, so that
+# length and a how-to layout mark neither label) write up to this many.
 LONG_MAX_TOKENS = 384
 
 
@@ -331,6 +332,8 @@ def plan_jobs(prompts: list[Prompt], seed: int = 0, buckets: list[str] | None = 
             add(f"{group}-natural", Job(p, "natural", "qwen2.5-coder-0.5b", 0))
             add(f"{group}-refusal", Job(p, "needless_refusal", "qwen2.5-coder-0.5b", v))
             add(f"{group}-agreeing", Job(p, "agreeing", "qwen2.5-coder-0.5b", v))
+            if p.source == "benign-sensitive":  # added later, variants from the prompt like the harmful long jobs
+                add("benign-long-natural", Job(p, "natural", "qwen2.5-coder-0.5b", _hashed_variant(seed, p.key, "long"), long=True))
     if buckets is not None:
         unknown = sorted(set(buckets) - set(planned))
         if unknown:
