@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from gate.errors import WaltzGateError
-from gate.jsonl import JsonlError, iter_jsonl, parse_lines, read_jsonl
+from gate.jsonl import JsonlError, iter_jsonl, parse_lines, parse_requests, read_jsonl
 
 
 class Row(BaseModel):
@@ -71,3 +71,24 @@ def test_parse_lines_numbers_from_where_a_tail_starts():
     assert list(parse_lines(['{"a": 1}', "", '{"a": 2}'], "m.jsonl", first=10)) == [(10, {"a": 1}), (12, {"a": 2})]
     with pytest.raises(JsonlError, match="m.jsonl line 11: not valid JSON"):
         list(parse_lines(['{"a": 1}', "{"], "m.jsonl", first=10))
+
+
+def test_requests_as_lines_or_as_one_json_document():
+    assert parse_requests('{"prompt": "a"}\n\n{"prompt": "b"}\n', "in", Row) == [Row(prompt="a"), Row(prompt="b")]
+    assert parse_requests('{\n  "prompt": "a",\n  "n": 2\n}\n', "in", Row) == [Row(prompt="a", n=2)]
+    assert parse_requests('[{"prompt": "a"},\n {"prompt": "b"}]', "in", Row) == [Row(prompt="a"), Row(prompt="b")]
+    assert parse_requests("", "in", Row) == [] and parse_requests("[]", "in", Row) == []
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[{"prompt": "a"}, 5]', "in item 2: expected a JSON object, not int"),
+        ('{\n "prompt": 5\n}', "in: prompt"),
+        ('{"prompt": "a"}\n{"prompt": ', "in line 2: not valid JSON"),
+        ('"just a string"', "in: expected a JSON object, not str"),
+    ],
+)
+def test_bad_request_text_is_named(text, message):
+    with pytest.raises(JsonlError, match=message):
+        parse_requests(text, "in", Row)

@@ -11,7 +11,7 @@ import typer
 
 from gate.cli.common import ConfigOption, UsageError, open_gate
 from gate.config import ConfigError, load_settings
-from gate.jsonl import parse_lines, read_jsonl
+from gate.jsonl import parse_requests, read_text
 from gate.types import CheckRequest, Context, Stage2Mode
 
 app = typer.Typer()
@@ -27,7 +27,7 @@ def check(
     tenant: Annotated[str | None, typer.Option(help="Tenant.")] = None,
     agent: Annotated[str | None, typer.Option(help="Name of the agent that answered.")] = None,
     input: Annotated[
-        Path | None, typer.Option("--input", "-i", help="JSONL file of requests ('-': standard input); writes one verdict per line.")
+        Path | None, typer.Option("--input", "-i", help="JSONL file of requests, or one JSON request or array of them ('-': standard input); writes one verdict per line.")
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write JSONL (default stdout).")] = None,
     stage2: Annotated[Stage2Mode | None, typer.Option(help="Override the Stage 2 flags for this check.")] = None,
@@ -171,13 +171,18 @@ def health(
 
 
 def _read_requests(path: Path) -> list[CheckRequest]:
-    """All requests of a JSONL file (or standard input for '-'), validated before any is checked."""
+    """All requests of a JSONL file (or standard input for '-'), validated before any is checked; one JSON
+    request object spread over several lines, or a JSON array of them, is read too."""
     if str(path) == "-":
-        requests = [row for _, row in parse_lines(sys.stdin, "standard input", CheckRequest)]
+        try:  # bytes, decoded strictly: the text layer would smuggle bad bytes in as surrogates
+            text = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError("standard input is not UTF-8 text") from None
+        requests = parse_requests(text, "standard input", CheckRequest)
         if not requests:
             raise UsageError(f"standard input holds no requests: {NO_REQUEST}")
     else:
-        requests = read_jsonl(path, CheckRequest, what="")
+        requests = parse_requests(read_text(path, what=""), str(path), CheckRequest)
     if not requests:
         raise UsageError(f"{path} holds no requests")
     return requests
