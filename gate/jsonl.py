@@ -4,7 +4,7 @@ A line ends at '\\n' only: U+2028/U+2029 (and other characters str.splitlines tr
 inside a JSON string. Blank lines are skipped; every other line must be a JSON object, optionally
 validated against a pydantic model. The first bad line raises JsonlError naming the file and the line.
 A path ending in ``.gz`` is read through gzip. Requests typed or pasted by people may instead be one JSON document
-(an object spread over several lines, or an array of objects): `read_requests` takes both.
+(an object spread over several lines, or an array of objects): `parse_requests` takes both.
 """
 
 from __future__ import annotations

@@ -95,6 +95,15 @@ def test_one_request_pasted_as_a_json_document(tmp_path):
     assert [json.loads(v)["decision"] for v in out.stdout.splitlines()] == ["allow", "revise"], out.stderr
 
 
+def test_input_without_requests(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    out = run("check", "--input", str(empty))
+    assert out.returncode == 2 and f"{empty} holds no requests" in out.stderr and out.stdout == ""
+    piped = run("check", input="[]")
+    assert piped.returncode == 2 and "standard input holds no requests: give either --prompt" in piped.stderr
+
+
 def test_non_utf8_standard_input():
     out = subprocess.run(["waltz-gate", "check"], input=b'{"prompt": "\xff"}\n', capture_output=True, timeout=60)
     assert out.returncode == 2 and b"standard input is not UTF-8 text" in out.stderr and out.stdout == b""

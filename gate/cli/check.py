@@ -178,11 +178,10 @@ def _read_requests(path: Path) -> list[CheckRequest]:
             text = sys.stdin.buffer.read().decode("utf-8")
         except UnicodeDecodeError:
             raise UsageError("standard input is not UTF-8 text") from None
-        requests = parse_requests(text, "standard input", CheckRequest)
-        if not requests:
-            raise UsageError(f"standard input holds no requests: {NO_REQUEST}")
+        source, hint = "standard input", f": {NO_REQUEST}"
     else:
-        requests = parse_requests(read_text(path, what=""), str(path), CheckRequest)
+        text, source, hint = read_text(path, what=""), str(path), ""
+    requests = parse_requests(text, source, CheckRequest)
     if not requests:
-        raise UsageError(f"{path} holds no requests")
+        raise UsageError(f"{source} holds no requests{hint}")
     return requests
