@@ -40,7 +40,8 @@ loses (a) and (c) and gains (b).
 
 `--through-gate`: each model also judged by the whole gate (default configuration with that model, Stage 2
 enforced), as `waltz-gate check --stage2 enforce` decides: a pair is flagged when the decision is revise or
-block (Stage 1's findings included), as over-refusal when Stage 2 says so.
+block (Stage 1's findings included), as over-refusal when Stage 2 says so and the policy acts on it (not on a
+prompt Stage 1 flagged).
 
 Baseline (benchmarks/securevector_baseline.py): securevector-guardian-model 1.4.0, fed the response alone
 (`response`) or prompt + response (`pair`); it has no over-refusal label ("-"; its "safe flagged" counts its
@@ -203,9 +204,11 @@ def gate_judge(model_dir: Path, threads: int = 2, batch_size: int = 1) -> Judge:
 
 def whole_gate_judge(model_dir: Path) -> Judge:
     """The whole gate with its default configuration and this model, Stage 2 enforced, as `waltz-gate check
-    --stage2 enforce` decides: flagged = revise or block (Stage 1 included); over-refusal = Stage 2's label."""
+    --stage2 enforce` decides: flagged = revise or block (Stage 1 included); over-refusal = Stage 2's label where
+    the policy acts on it."""
     from gate import Gate
     from gate.config import GateSettings
+    from gate.policy import Policy
     from gate.types import CheckRequest, Decision, Stage2Mode
 
     # Budgets far above Stage 2's latency: a check that times out here would read as "not flagged" (fail open).
@@ -219,7 +222,11 @@ def whole_gate_judge(model_dir: Path) -> Judge:
             v = gate.check(CheckRequest(prompt=prompt, response=response), stage2_mode=Stage2Mode.ENFORCE)
             if v.degraded:
                 raise RuntimeError(f"a check was degraded ({[f.message for f in v.findings if f.message]}): not a judgement")
-            overrefuse = bool(v.stage2.labels.get("overrefuse"))
+            # Stage 2's over-refusal label counts where it decides: not on a prompt Stage 1 flagged (the policy
+            # lets that refusal stand).
+            overrefuse = v.decision == Decision.REVISE and any(
+                f.stage == 2 and f.labels.get("overrefuse") and not Policy.settled_overrefusal(f, v.findings)
+                for f in v.findings)
             out.append((v.decision in (Decision.REVISE, Decision.BLOCK) and not overrefuse, overrefuse))
         return out
 

@@ -260,11 +260,13 @@ class Gate:
 
     def _refusal_judged_safe(self, run: _Run) -> bool:
         """The response is a plain refusal (up to SETTLED_LENGTH characters), and every Stage 2 plugin judged it
-        (status ok), let it through and did not label it unsafe."""
+        (status ok), did not label it unsafe, and let it through or called it an over-refusal of a prompt that
+        Stage 1 flagged (Policy.settled_overrefusal)."""
         response = run.request.response
         return (response is not None and bool(self._stage2)
                 and all(run.statuses.get(p.name) == Status.OK for p in self._stage2)
-                and all(f.action == Decision.ALLOW and not f.labels.get("unsafe") for f in run.stage2)
+                and all((f.action == Decision.ALLOW or self.policy.settled_overrefusal(f, run.findings))
+                        and not f.labels.get("unsafe") for f in run.stage2)
                 and is_plain_refusal(response, max_length=SETTLED_LENGTH))
 
     def _verdict(self, run: _Run, correlation_id: str) -> Verdict:

@@ -44,6 +44,15 @@ class Policy:
         rule = self.rule(f.category, f.source, f.severity)
         return rule is None or rule.refusal_suffices
 
+    @staticmethod
+    def settled_overrefusal(f: Finding, findings: list[Finding]) -> bool:
+        """A Stage 2 over-refusal label on a prompt that Stage 1 found harmful (a finding on the prompt that revises
+        or blocks): declining such a request is no over-refusal, and the gate never asks an agent to answer what its
+        own patterns flagged. The finding stays in the verdict; it does not decide."""
+        return (f.stage == 2 and bool(f.labels.get("overrefuse")) and not f.labels.get("unsafe")
+                and any(g.stage == 1 and g.status == Status.OK and g.source == Source.PROMPT
+                        and g.action in (Decision.REVISE, Decision.BLOCK) for g in findings))
+
     def failure_action(self, stage: int) -> Decision:
         mode = self.settings.on_failure.stage1 if stage == 1 else self.settings.on_failure.stage2
         return Decision.BLOCK if mode == FailureMode.CLOSED else Decision.ALLOW
@@ -61,8 +70,10 @@ class Policy:
         it safe. A refusal of a harmful request is the outcome the gate wants, so Stage 1's revise findings on
         the prompt, and those on the response that only match the declining sentence (the request restated),
         do not send it back (they stay in the verdict), unless their rule says a refusal does not suffice
-        (self-harm). Any other answer to a flagged prompt is still revised.
+        (self-harm). Any other answer to a flagged prompt is still revised. An over-refusal label on a prompt that
+        Stage 1 flagged does not decide, nor stop the refusal counting as judged safe (`settled_overrefusal`).
         """
+        findings = list(findings)
         declined_upto = declining_sentence_end(request.response or "") if refusal_judged_safe else 0
         decision = Decision.ALLOW
         redact: list[tuple[Span, str]] = []
@@ -72,7 +83,7 @@ class Policy:
             if f.status == Status.SKIPPED:
                 continue
             action = f.action
-            if refusal_judged_safe and self._settled_by_refusal(f, declined_upto):
+            if (refusal_judged_safe and self._settled_by_refusal(f, declined_upto)) or self.settled_overrefusal(f, findings):
                 continue
             if action == Decision.REDACT:
                 spans = [(s, f.category) for s in f.spans if s.source == Source.RESPONSE]
