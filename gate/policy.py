@@ -48,8 +48,10 @@ class Policy:
     def settled_overrefusal(f: Finding, findings: list[Finding]) -> bool:
         """A Stage 2 over-refusal label on a prompt that Stage 1 found harmful (a finding on the prompt that revises
         or blocks): declining such a request is no over-refusal, and the gate never asks an agent to answer what its
-        own patterns flagged. The finding stays in the verdict; it does not decide."""
-        return (f.stage == 2 and bool(f.labels.get("overrefuse")) and not f.labels.get("unsafe")
+        own patterns flagged. The finding stays in the verdict; it does not decide. Only a revise whose one label
+        is over-refusal is settled: a block, or any other label beside it (unsafe), still decides."""
+        return (f.stage == 2 and f.action == Decision.REVISE and bool(f.labels.get("overrefuse"))
+                and not any(v for k, v in f.labels.items() if k != "overrefuse")
                 and any(g.stage == 1 and g.status == Status.OK and g.source == Source.PROMPT
                         and g.action in (Decision.REVISE, Decision.BLOCK) for g in findings))
 
