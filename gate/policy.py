@@ -45,7 +45,7 @@ class Policy:
         return rule is None or rule.refusal_suffices
 
     @staticmethod
-    def settled_overrefusal(f: Finding, findings: list[Finding]) -> bool:
+    def settled_overrefusal(f: Finding, findings: Iterable[Finding]) -> bool:
         """A Stage 2 over-refusal label on a prompt that Stage 1 found harmful (a finding on the prompt that revises
         or blocks): declining such a request is no over-refusal, and the gate never asks an agent to answer what its
         own patterns flagged. The finding stays in the verdict; it does not decide. Only a revise whose one label
