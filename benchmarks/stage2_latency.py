@@ -10,7 +10,8 @@ trained checkpoint) vs ONNX fp32 vs ONNX int8; a 512-token input as one pass vs 
 model's token budget); int8-vs-fp32 decision agreement on held-out rows.
 `generative`: ONNX causal LM ms per generated token (KV cache, greedy) for Llama-architecture models
 from tiny to small configs, and a projection for a 7-8B agent on a CPU VPS.
-`gate`: the gate end to end (Stage 1 + Stage 2 classifier, enforce) per check.
+`gate`: the gate end to end (Stage 1 + Stage 2 classifier, enforce) per check, by response length, with the
+plugin's default `response_windows` (a long response is also read in windows along it) and with 0 (head and tail only).
 `verdict`: a trained feedback agent exported by `waltz-gate export`, served as the gate's Stage 2 `generative`
 backend: ms from check to verdict (the protocol's JSON, parsed) at batch 1, per ONNX file (int8, fp32) and
 intra-op threads, over a fixed set of (prompt, response) pairs and pre-checks (each run: every pair once, after
@@ -194,15 +195,21 @@ def depth(args: argparse.Namespace) -> None:
 def gate(args: argparse.Namespace) -> None:
     from gate import CheckRequest, Gate, GateSettings
 
-    g = Gate.from_settings(GateSettings(stage2={"mode": "enforce"}))  # the built-in plugins
-    print("| check | p50 ms | p95 ms |")
-    print("|---|---:|---:|")
+    def make(**waltzrl) -> Gate:  # the built-in plugins, Stage 2 enforced
+        return Gate.from_settings(GateSettings(stage2={"mode": "enforce"}, plugin_settings={"waltzrl": {"settings": waltzrl}}))
+
+    gates = {"default (response_windows 4)": make(), "head and tail only (response_windows 0)": make(response_windows=0)}
+    print("| check | config | p50 ms | p95 ms |")
+    print("|---|---|---:|---:|")
     for label, req in [("pre-check, short prompt", CheckRequest(prompt="How do I bake bread?")),
-                       ("prompt + 1 KB response", CheckRequest(prompt="Summarise this.", response=text_of(180, 1))),
-                       ("prompt + 4 KB response (head+tail to 256 tokens)", CheckRequest(prompt="Summarise.", response=text_of(700, 2)))]:
-        p50, p95 = timed({label: lambda r=req: g.check(r)}, 100, args.runs)[label]
-        print(f"| {label} | {p50:.1f} | {p95:.1f} |")
-    g.close()
+                       ("prompt + 1 KB response (fits 256 tokens)", CheckRequest(prompt="Summarise this.", response=text_of(180, 1))),
+                       ("prompt + 4 KB response (700 tokens)", CheckRequest(prompt="Summarise.", response=text_of(700, 2))),
+                       ("prompt + 8 KB response (1,400 tokens)", CheckRequest(prompt="Summarise.", response=text_of(1400, 4)))]:
+        fns = {name: (lambda r=req, g=g: g.check(r)) for name, g in gates.items()}
+        for name, (p50, p95) in timed(fns, 100, args.runs).items():
+            print(f"| {label} | {name} | {p50:.1f} | {p95:.1f} |")
+    for g in gates.values():
+        g.close()
 
 
 def served(args: argparse.Namespace) -> None:

@@ -38,6 +38,9 @@ unsafe recall on the unsafe pairs with an opener that looks like a refusal prepe
 that.", REFUSING_PROBE in turn, none of them the corpus's). A judge that reads the opener, not the content,
 loses (a) and (c) and gains (b).
 
+`--head-tail-too`: each model also judged reading a long response by its head and tail only (the plugin's
+`response_windows: 0`), beside the default, which also reads windows along it.
+
 `--through-gate`: each model also judged by the whole gate (default configuration with that model, Stage 2
 enforced), as `waltz-gate check --stage2 enforce` decides: a pair is flagged when the decision is revise or
 block (Stage 1's findings included), as over-refusal when Stage 2 says so and the policy acts on it (not on a
@@ -178,8 +181,9 @@ def probe(rows: list[dict], judge: Judge) -> dict[str, tuple[int, int]]:
 
 # -- judges -------------------------------------------------------------------------------------
 
-def gate_judge(model_dir: Path, threads: int = 2, batch_size: int = 1) -> Judge:
-    """The waltzrl plugin as the gate runs it (its label mapping and the model's thresholds). One pair at a
+def gate_judge(model_dir: Path, threads: int = 2, batch_size: int = 1, **settings) -> Judge:
+    """The waltzrl plugin as the gate runs it (its label mapping and the model's thresholds; `settings` are the
+    plugin's, default where not given). One pair at a
     time by default, as the gate serves (no micro-batching): the int8 model quantises its activations per
     batch, padding included, so a pair's probabilities shift (by ~0.03 here) with what it is batched with."""
     from gate.types import CheckRequest
@@ -187,7 +191,7 @@ def gate_judge(model_dir: Path, threads: int = 2, batch_size: int = 1) -> Judge:
     from training.train_classifier import batches
 
     agent = FeedbackAgent()
-    agent.gate_setup(FeedbackAgent.Settings(model_dir=model_dir, threads=threads).model_dump())
+    agent.gate_setup(FeedbackAgent.Settings(model_dir=model_dir, threads=threads, **settings).model_dump())
 
     def judge(pairs: list[tuple[str, str | None]]) -> list[tuple[bool, bool]]:
         out: list = [None] * len(pairs)
@@ -271,13 +275,18 @@ def main() -> None:
                     help="how securevector is fed a pair (none given: no baseline)")
     ap.add_argument("--through-gate", action="store_true",
                     help="also judge each model through the whole gate (Stage 1 + Stage 2 enforced, default config)")
+    ap.add_argument("--head-tail-too", action="store_true",
+                    help="also judge each model reading a long response by its head and tail only (response_windows 0)")
     args = ap.parse_args()
     splits = args.splits or [s for s in ("test", "heldout") if s == "test" or (args.data / f"{s}.jsonl").exists()]
     rows = [r for s in splits for r in read_jsonl(args.data / f"{s}.jsonl")]
     names = [m.name for m in args.models]
-    judges = {(m.name if names.count(m.name) == 1 else str(m)): gate_judge(m) for m in args.models}
+    labelled = {(m.name if names.count(m.name) == 1 else str(m)): m for m in args.models}
+    judges = {name: gate_judge(m) for name, m in labelled.items()}
+    if args.head_tail_too:
+        judges.update({f"{name} (head and tail only)": gate_judge(m, response_windows=0) for name, m in labelled.items()})
     if args.through_gate:
-        judges.update({f"{name} (whole gate)": whole_gate_judge(m) for name, m in zip(list(judges), args.models, strict=True)})
+        judges.update({f"{name} (whole gate)": whole_gate_judge(m) for name, m in labelled.items()})
     judges.update({f"securevector ({feed})": securevector_judge(feed) for feed in args.baseline})
     results, probes = {}, {}
     for name, judge in judges.items():

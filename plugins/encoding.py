@@ -7,7 +7,9 @@ RoBERTa/MPNet-style tokenizer gets its own pair layout, ``<s> prompt </s></s> re
 Long inputs are handled on purpose: each side is cut to its share of ``max_tokens`` keeping its head and
 its tail (half each) and dropping the middle. Jailbreak templates often put the real request at the end
 and harmful answers can start after a long preamble, so neither end may be lost. The response gets what
-the prompt does not need, and at least a third of the budget.
+the prompt does not need, and at least a third of the budget. The middle of a long response is not lost
+either: `windows` gives more views of it (the same prompt, then a stretch of the response of the same share),
+for a head that judges content wherever it is to read.
 """
 
 from __future__ import annotations
@@ -51,20 +53,47 @@ class PairEncoder:
 
     def encode(self, pairs: Sequence[tuple[str, str | None]]) -> dict[str, np.ndarray]:
         """Batch of int64 arrays: input_ids, attention_mask, token_type_ids (padded to the longest)."""
-        prompts = self.tokenizer.encode_batch([p for p, _ in pairs], add_special_tokens=False)
-        responses = self.tokenizer.encode_batch([r or "" for _, r in pairs], add_special_tokens=False)
         rows = []
-        for (_, response), p_enc, r_enc in zip(pairs, prompts, responses, strict=True):
-            p, r = p_enc.ids, r_enc.ids
+        for (_, response), (p, r, share) in zip(pairs, self._split(pairs), strict=True):
             if response is None:
                 p = head_tail(p, self.max_tokens - 2)
                 rows.append(([self.cls_id, *p, self.sep_id], len(p) + 2))
+            else:
+                rows.append(self._row(p, head_tail(r, share)))
+        return self._batch(rows)
+
+    def windows(self, pairs: Sequence[tuple[str, str | None]], limit: int) -> tuple[dict[str, np.ndarray], list[int]]:
+        """Up to `limit` more views of each response longer than its share: stretches of that share spread
+        evenly from its start to its end, each after the prompt as `encode` cuts it. Returns the batch (None when
+        no response is that long) and, per row, the index of its pair."""
+        rows, owners = [], []
+        for i, ((_, response), (p, r, share)) in enumerate(zip(pairs, self._split(pairs), strict=True)):
+            if response is None or len(r) <= share or limit < 1:
                 continue
-            budget = self.max_tokens - 2 - len(self.middle)
-            p_keep = min(len(p), max(budget - len(r), (2 * budget) // 3))
-            p = head_tail(p, p_keep)
-            r = head_tail(r, budget - len(p))
-            rows.append(([self.cls_id, *p, *self.middle, *r, self.sep_id], len(p) + 1 + len(self.middle)))
+            n = min(limit, -(-len(r) // share))  # enough windows to cover it, at most `limit`
+            starts = sorted({round(k * (len(r) - share) / (n - 1)) for k in range(n)}) if n > 1 else [(len(r) - share) // 2]
+            rows += [self._row(p, r[s : s + share]) for s in starts]
+            owners += [i] * len(starts)
+        return (self._batch(rows) if rows else None), owners
+
+    def _split(self, pairs: Sequence[tuple[str, str | None]]) -> list[tuple[list[int], list[int], int]]:
+        """Per pair: the prompt's ids (cut to its share when there is a response), the response's ids, and the
+        response's share of the budget."""
+        prompts = self.tokenizer.encode_batch([p for p, _ in pairs], add_special_tokens=False)
+        responses = self.tokenizer.encode_batch([r or "" for _, r in pairs], add_special_tokens=False)
+        budget = self.max_tokens - 2 - len(self.middle)
+        out = []
+        for (_, response), p_enc, r_enc in zip(pairs, prompts, responses, strict=True):
+            p, r = p_enc.ids, r_enc.ids
+            if response is not None:
+                p = head_tail(p, min(len(p), max(budget - len(r), (2 * budget) // 3)))
+            out.append((p, r, budget - len(p)))
+        return out
+
+    def _row(self, p: list[int], r: list[int]) -> tuple[list[int], int]:
+        return [self.cls_id, *p, *self.middle, *r, self.sep_id], len(p) + 1 + len(self.middle)
+
+    def _batch(self, rows: list[tuple[list[int], int]]) -> dict[str, np.ndarray]:
         width = max(len(ids) for ids, _ in rows)
         out = {k: np.zeros((len(rows), width), dtype=np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
         out["input_ids"].fill(self.pad_id)

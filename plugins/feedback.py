@@ -6,6 +6,9 @@ Backends (``backend`` setting):
   alone: the prompt is); overrefuse = the response refuses a prompt that is not harmful (a pair it calls an
   over-refusal has its prompt judged alone too, and an unsafe request cancels the label). A model with the
   older heads prompt_harmful, refusal, response_harmful is mapped to those labels. Feedback comes from templates.
+  A long response is read twice over: as the model was trained (its head and tail), and in up to
+  ``response_windows`` stretches spread along it; the content head (unsafe, response_harmful) takes the
+  highest reading, so harm in the middle of a long answer is not cut away.
 - ``generative``: an exported ONNX causal LM (the trained feedback agent) writing the protocol's JSON.
 - ``remote``: an OpenAI-compatible endpoint serving the trained feedback agent.
 A generative or remote answer that is not the protocol's JSON is a format failure: the plugin raises,
@@ -22,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from gate.config import ConfigError
@@ -74,6 +78,7 @@ class FeedbackAgent:
         model_file: str | None = None  # default: the one named in the model's waltz_gate.json
         max_tokens: int | None = Field(default=None, ge=1)  # classifier token budget; default: the model's
         threads: int = Field(default=1, ge=1)  # onnxruntime intra-op threads per session
+        response_windows: int = Field(default=4, ge=0)  # stretches of a long response also read (0: head and tail only)
         thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}  # per head; default: waltz_gate.json, else 0.5
         url: str | None = None  # remote: OpenAI-compatible base URL
         remote_model: str = "waltzrl-feedback"
@@ -130,6 +135,10 @@ class FeedbackAgent:
             return [self._judge_llm(p, r) for p, r in pairs]
         labels, thresholds = self.classifier.labels, self.thresholds
         probs = self.classifier.predict(pairs)
+        if self.settings["response_windows"]:
+            content = labels.index("unsafe" if "unsafe" in labels else "response_harmful")
+            spread = self.classifier.predict_windows(pairs, self.settings["response_windows"])
+            probs[:, content] = np.maximum(probs[:, content], spread[:, content])
         judged = [classifier_labels(labels, p, thresholds, r is not None) for (_, r), p in zip(pairs, probs, strict=True)]
         heads = [dict(zip(labels, p.round(3).tolist())) for p in probs]
         # An over-refusal refuses a request that is fine to answer: for the pairs called over-refusals, the

@@ -65,8 +65,19 @@ class ClassifierModel:
 
     def predict(self, pairs: list[tuple[str, str | None]]) -> np.ndarray:
         """[len(pairs), len(labels)] probabilities."""
-        feed = {k: v for k, v in self.encoder.encode(pairs).items() if k in self._inputs}
-        (logits,) = self.session.run(["logits"], feed)
+        return self._run(self.encoder.encode(pairs))
+
+    def predict_windows(self, pairs: list[tuple[str, str | None]], limit: int) -> np.ndarray:
+        """[len(pairs), len(labels)]: the highest probability over up to `limit` windows of each response longer
+        than its share of the budget (PairEncoder.windows); 0 for a pair that fits, or has no response."""
+        out = np.zeros((len(pairs), len(self.labels)), dtype=np.float32)
+        batch, owners = self.encoder.windows(pairs, limit)
+        if batch is not None:
+            np.maximum.at(out, owners, self._run(batch))
+        return out
+
+    def _run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        (logits,) = self.session.run(["logits"], {k: v for k, v in batch.items() if k in self._inputs})
         return _sigmoid(logits.astype(np.float32))
 
 

@@ -145,6 +145,18 @@ def test_long_pairs_keep_both_ends_within_the_budget():
     assert len(ids) == 12 and ids[-2] == 9  # the response's tail ("c") survives the cut
 
 
+def test_windows_read_the_middle_of_a_long_response_within_the_budget():
+    enc = PairEncoder(_tokenizer(False), 12)  # a response share of 12 - 3 - 1 (prompt) = 8 tokens
+    middle = " ".join(["b"] * 10 + ["c"] * 4 + ["b"] * 10)
+    assert 9 not in enc.encode([("a", middle)])["input_ids"][0].tolist()  # head and tail alone lose the middle
+    batch, owners = enc.windows([("a", "b c"), ("a", middle), ("a", None), ("a", " ".join(["b"] * 9))], limit=3)
+    assert owners == [1, 1, 1, 3, 3]  # enough windows to cover a long response, at most `limit`; none for pairs that fit
+    rows = batch["input_ids"].tolist()
+    assert all(r[:3] == [3, 7, 4] and len(r) <= 12 for r in rows)  # each after the same prompt, within the budget
+    assert any(9 in r for r in rows[:3])
+    assert enc.windows([("a", middle)], limit=0) == (None, [])
+
+
 def test_packaging_serves_the_thresholds_chosen_in_training(tmp_path):
     from training.export import ExportError
     from training.package_classifier import package
