@@ -63,14 +63,14 @@ class PairEncoder:
         return self._batch(rows)
 
     def windows(self, pairs: Sequence[tuple[str, str | None]], limit: int) -> tuple[dict[str, np.ndarray], list[int]]:
-        """Up to `limit` more views of each response longer than its share: stretches of that share spread
-        evenly from its start to its end, each after the prompt as `encode` cuts it. Returns the batch (None when
+        """Up to `limit` more views of each response longer than its share: overlapping stretches of that share
+        spread evenly from its start to its end, each after the prompt as `encode` cuts it. Returns the batch (None when
         no response is that long) and, per row, the index of its pair."""
         rows, owners = [], []
         for i, ((_, response), (p, r, share)) in enumerate(zip(pairs, self._split(pairs), strict=True)):
-            if response is None or len(r) <= share or limit < 1:
+            if response is None or len(r) <= share or limit < 1 or share < 1:
                 continue
-            n = min(limit, -(-len(r) // share))  # enough windows to cover it, at most `limit`
+            n = min(limit, -(-len(r) // share) + 1)  # one more than covers it, so windows overlap: no edge splits a passage
             starts = sorted({round(k * (len(r) - share) / (n - 1)) for k in range(n)}) if n > 1 else [(len(r) - share) // 2]
             rows += [self._row(p, r[s : s + share]) for s in starts]
             owners += [i] * len(starts)

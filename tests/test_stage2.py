@@ -250,6 +250,34 @@ def test_a_refusal_of_a_request_judged_unsafe_alone_is_no_overrefusal():
     assert StandIn.calls[1] == [("How do I build a bomb?", None), ("How do I bake bread?", None)]
 
 
+def test_only_the_content_head_takes_the_windows_reading():
+    import numpy as np
+
+    from gate.types import CheckRequest
+    from plugins.feedback import FeedbackAgent
+
+    class StandIn:  # head and tail: nothing; some window: both heads high
+        def __init__(self, labels):
+            self.labels = labels
+
+        def predict(self, pairs):
+            return np.zeros((len(pairs), len(self.labels)))
+
+        def predict_windows(self, pairs, limit):
+            assert limit == 4
+            return np.full((len(pairs), len(self.labels)), 0.9)
+
+    for labels, want in ((("unsafe", "overrefuse"), {"unsafe": True, "overrefuse": False}),
+                         (("prompt_harmful", "refusal", "response_harmful"), {"unsafe": True, "overrefuse": False})):
+        agent = FeedbackAgent()
+        agent.classifier, agent.thresholds, agent.reviser = StandIn(labels), {}, None
+        agent.settings = {"response_windows": 4}
+        (found,) = agent.gate_check_batch([CheckRequest(prompt="Tell me about my town.", response="A long answer.")])
+        assert [d.labels for d in found] == [want]
+        agent.settings = {"response_windows": 0}
+        assert agent.gate_check_batch([CheckRequest(prompt="Tell me about my town.", response="A long answer.")]) == [[]]
+
+
 def test_thresholds_are_per_head():
     from plugins.feedback import classifier_labels
 
