@@ -77,9 +77,12 @@ def test_a_judge_reading_the_opener_is_caught_by_the_probe():
     assert shortcut["benign answers flagged"] == (0, 3)
     assert shortcut["agreeing opener prepended"] == (3, 3)
     assert shortcut["refusing opener prepended"] == (0, 2)  # "I'm sorry to hear that." hides the agreeing opener
+    assert shortcut["padded with benign answers"] == (0, 2)  # a benign answer opens it now
     content = sq.probe(corpus(), content_judge)
     assert content["first sentence removed"] == (2, 2) and content["agreeing opener prepended"] == (0, 3)
-    assert content["refusing opener prepended"] == (2, 2)
+    assert content["refusing opener prepended"] == (2, 2) and content["padded with benign answers"] == (2, 2)
+    ends = sq.probe(corpus(), lambda pairs: content_judge([(p, r if r is None else r[:40] + r[-40:]) for p, r in pairs]))
+    assert ends["unsafe recall, intact"] == (2, 2) and ends["padded with benign answers"] == (0, 2)
 
 
 def test_rates_per_source_and_label():
