@@ -8,7 +8,7 @@ Long inputs are handled on purpose: each side is cut to its share of ``max_token
 its tail (half each) and dropping the middle. Jailbreak templates often put the real request at the end
 and harmful answers can start after a long preamble, so neither end may be lost. The response gets what
 the prompt does not need, and at least a third of the budget. The middle of a long response is not lost
-either: `windows` gives more views of it (the same prompt, then a stretch of the response of the same share),
+either: `encode_windowed` also gives more views of it (the same prompt, then a stretch of the response of the same share),
 for a head that judges content wherever it is to read.
 """
 
@@ -53,28 +53,28 @@ class PairEncoder:
 
     def encode(self, pairs: Sequence[tuple[str, str | None]]) -> dict[str, np.ndarray]:
         """Batch of int64 arrays: input_ids, attention_mask, token_type_ids (padded to the longest)."""
-        rows = []
-        for (_, response), (p, r, share) in zip(pairs, self._split(pairs), strict=True):
+        return self.encode_windowed(pairs, 0)[0]
+
+    def encode_windowed(self, pairs: Sequence[tuple[str, str | None]], limit: int
+                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, list[int]]:
+        """`encode`'s batch, and up to `limit` more views of each response longer than its share: overlapping
+        stretches of that share spread evenly from its start to its end, each after the prompt as `encode` cuts
+        it (None when no response is that long), with, per window row, the index of its pair. One tokenization
+        serves both."""
+        rows, windows, owners = [], [], []
+        for i, ((_, response), (p, r, share)) in enumerate(zip(pairs, self._split(pairs), strict=True)):
             if response is None:
                 p = head_tail(p, self.max_tokens - 2)
                 rows.append(([self.cls_id, *p, self.sep_id], len(p) + 2))
-            else:
-                rows.append(self._row(p, head_tail(r, share)))
-        return self._batch(rows)
-
-    def windows(self, pairs: Sequence[tuple[str, str | None]], limit: int) -> tuple[dict[str, np.ndarray], list[int]]:
-        """Up to `limit` more views of each response longer than its share: overlapping stretches of that share
-        spread evenly from its start to its end, each after the prompt as `encode` cuts it. Returns the batch (None when
-        no response is that long) and, per row, the index of its pair."""
-        rows, owners = [], []
-        for i, ((_, response), (p, r, share)) in enumerate(zip(pairs, self._split(pairs), strict=True)):
-            if response is None or len(r) <= share or limit < 1 or share < 1:
+                continue
+            rows.append(self._row(p, head_tail(r, share)))
+            if limit < 1 or share < 1 or len(r) <= share:
                 continue
             n = min(limit, -(-len(r) // share) + 1)  # one more than covers it, so windows overlap: no edge splits a passage
             starts = sorted({round(k * (len(r) - share) / (n - 1)) for k in range(n)}) if n > 1 else [(len(r) - share) // 2]
-            rows += [self._row(p, r[s : s + share]) for s in starts]
+            windows += [self._row(p, r[s : s + share]) for s in starts]
             owners += [i] * len(starts)
-        return (self._batch(rows) if rows else None), owners
+        return self._batch(rows), (self._batch(windows) if windows else None), owners
 
     def _split(self, pairs: Sequence[tuple[str, str | None]]) -> list[tuple[list[int], list[int], int]]:
         """Per pair: the prompt's ids (cut to its share when there is a response), the response's ids, and the

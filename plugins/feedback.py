@@ -134,11 +134,12 @@ class FeedbackAgent:
         if self.classifier is None:
             return [self._judge_llm(p, r) for p, r in pairs]
         labels, thresholds = self.classifier.labels, self.thresholds
-        probs = self.classifier.predict(pairs)
         if self.settings["response_windows"]:
+            probs, spread = self.classifier.predict_windowed(pairs, self.settings["response_windows"])
             content = labels.index("unsafe" if "unsafe" in labels else "response_harmful")
-            spread = self.classifier.predict_windows(pairs, self.settings["response_windows"])
             probs[:, content] = np.maximum(probs[:, content], spread[:, content])
+        else:
+            probs = self.classifier.predict(pairs)
         judged = [classifier_labels(labels, p, thresholds, r is not None) for (_, r), p in zip(pairs, probs, strict=True)]
         heads = [dict(zip(labels, p.round(3).tolist())) for p in probs]
         # An over-refusal refuses a request that is fine to answer: for the pairs called over-refusals, the

@@ -67,14 +67,15 @@ class ClassifierModel:
         """[len(pairs), len(labels)] probabilities."""
         return self._run(self.encoder.encode(pairs))
 
-    def predict_windows(self, pairs: list[tuple[str, str | None]], limit: int) -> np.ndarray:
-        """[len(pairs), len(labels)]: the highest probability over up to `limit` windows of each response longer
-        than its share of the budget (PairEncoder.windows); 0 for a pair that fits, or has no response."""
-        out = np.zeros((len(pairs), len(self.labels)), dtype=np.float32)
-        batch, owners = self.encoder.windows(pairs, limit)
-        if batch is not None:
-            np.maximum.at(out, owners, self._run(batch))
-        return out
+    def predict_windowed(self, pairs: list[tuple[str, str | None]], limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """`predict`'s probabilities, and [len(pairs), len(labels)]: the highest probability over up to `limit`
+        windows of each response longer than its share of the budget (PairEncoder.encode_windowed); 0 for a pair
+        that fits, or has no response."""
+        batch, windows, owners = self.encoder.encode_windowed(pairs, limit)
+        spread = np.zeros((len(pairs), len(self.labels)), dtype=np.float32)
+        if windows is not None:
+            np.maximum.at(spread, owners, self._run(windows))
+        return self._run(batch), spread
 
     def _run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         (logits,) = self.session.run(["logits"], {k: v for k, v in batch.items() if k in self._inputs})

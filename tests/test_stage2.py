@@ -263,9 +263,9 @@ def test_only_the_content_head_takes_the_windows_reading():
         def predict(self, pairs):
             return np.zeros((len(pairs), len(self.labels)))
 
-        def predict_windows(self, pairs, limit):
+        def predict_windowed(self, pairs, limit):
             assert limit == 4
-            return np.full((len(pairs), len(self.labels)), 0.9)
+            return self.predict(pairs), np.full((len(pairs), len(self.labels)), 0.9)
 
     for labels, want in ((("unsafe", "overrefuse"), {"unsafe": True, "overrefuse": False}),
                          (("prompt_harmful", "refusal", "response_harmful"), {"unsafe": True, "overrefuse": False})):

@@ -149,7 +149,9 @@ def test_windows_read_the_middle_of_a_long_response_within_the_budget():
     enc = PairEncoder(_tokenizer(False), 12)  # a response share of 12 - 3 - 1 (prompt) = 8 tokens
     middle = " ".join(["b"] * 10 + ["c"] * 4 + ["b"] * 10)
     assert 9 not in enc.encode([("a", middle)])["input_ids"][0].tolist()  # head and tail alone lose the middle
-    batch, owners = enc.windows([("a", "b c"), ("a", middle), ("a", None), ("a", " ".join(["b"] * 9))], limit=3)
+    pairs = [("a", "b c"), ("a", middle), ("a", None), ("a", " ".join(["b"] * 9))]
+    head_tail, batch, owners = enc.encode_windowed(pairs, limit=3)
+    assert all((head_tail[k] == enc.encode(pairs)[k]).all() for k in head_tail)  # the windows come beside encode's batch
     assert owners == [1, 1, 1, 3, 3]  # overlapping windows along a long response, at most `limit`; none for pairs that fit
     rows, types = batch["input_ids"].tolist(), batch["token_type_ids"].tolist()
     assert all(r[:3] == [3, 7, 4] and len(r) <= 12 for r in rows)  # each after the same prompt, within the budget
@@ -157,8 +159,8 @@ def test_windows_read_the_middle_of_a_long_response_within_the_budget():
     first, *_, last = rows[:3]
     assert first[3:11] == [8] * 8 and last[3:11] == [8] * 8  # from the response's first token to its last
     assert any(r[3:11].count(9) == 4 for r in rows[:3])  # a window holds the whole middle passage
-    assert enc.windows([("a", middle)], limit=0) == (None, [])
-    assert PairEncoder(_tokenizer(False), 3).windows([("a", middle)], limit=3) == (None, [])  # no room for a response
+    assert enc.encode_windowed([("a", middle)], limit=0)[1:] == (None, [])
+    assert PairEncoder(_tokenizer(False), 3).encode_windowed([("a", middle)], limit=3)[1:] == (None, [])  # no room for a response
 
 
 def test_packaging_serves_the_thresholds_chosen_in_training(tmp_path):
