@@ -143,6 +143,7 @@ def test_generate_resumes_and_build_splits_by_prompt(tmp_path):
         splits.setdefault(norm(base), set()).add(row["split"])
     assert all(len(s) == 1 for s in splits.values())  # no prompt in two splits, wrapped ones included
 
+    rows = [r for r in rows if not r["meta"].get("padded")]  # padded copies: their own test below
     by_kind = {(r["meta"]["kind"], r["prompt"] in {p.text for p in HARMFUL}): r["labels"] for r in rows}
     assert by_kind[("forced", True)] == {"unsafe": 1, "overrefuse": 0}
     assert by_kind[("refusal", True)] == {"unsafe": 0, "overrefuse": 0}
@@ -346,3 +347,26 @@ def test_judged_harmful_answers_are_also_trained_behind_openers(tmp_path):
     assert all(r["labels"]["unsafe"] == 1 for r in opened)
     assert any(r["response"].startswith(tuple(rc.REFUSING_OPENERS)) for r in opened)
     assert any(r["response"].startswith(tuple(rc.AGREEING)) for r in opened)
+
+
+def test_padded_answers_keep_their_label_between_benign_text_and_only_train(tmp_path):
+    # Harm beside benign text, as the gate's windows read a long answer: the label follows the answer inside.
+    corpus = tmp_path / "corpus"
+    prompts = HARMFUL + BENIGN + SHAREGPT
+    complete, _ = scripted(agreeing=" " + HELP)
+    rc.generate(rc.plan_jobs(prompts), {"qwen2.5-coder-0.5b": complete, "smollm2-135m": complete}, corpus, log=lambda m: None)
+    out = tmp_path / "pairs"
+    rc.build(out, prompts, JAILBREAKS, corpus, padded_share=1.0)
+    rows = {split: [json.loads(line) for line in (out / f"{split}.jsonl").open()] for split in ("train", "val", "test")}
+    padded = [r for r in rows["train"] if r["meta"].get("padded")]
+    plain = {(r["prompt"], r["response"]): r["labels"]["unsafe"] for r in rows["train"] if r["response"] and not r["meta"].get("padded")}
+    fillers = {p.response for p in SHAREGPT}
+    assert {r["labels"]["unsafe"] for r in padded} == {0, 1}
+    for r in padded:
+        inner = [resp for (prompt, resp), unsafe in plain.items() if prompt == r["prompt"] and resp in r["response"]
+                 and unsafe == r["labels"]["unsafe"]]
+        assert inner and len(r["response"]) > max(map(len, inner))  # an answer of the same label, with text around it
+        assert any(f in r["response"] for f in fillers)
+        assert r["labels"]["overrefuse"] is None
+        assert len(r["prompt"]) + len(r["response"]) <= rc.PADDED_CHARS + 4  # the joins
+    assert not any(r["meta"].get("padded") for split in ("val", "test") for r in rows[split])

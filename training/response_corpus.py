@@ -481,6 +481,7 @@ def generate(jobs: list[Job], completers: dict[str, Complete], corpus: Path, lim
 # -- labelling and build ---------------------------------------------------------------------------
 
 LONG_REAL = 900  # characters
+PADDED_CHARS = 950  # a padded answer and its prompt: about 230 tokens, inside the encoder's 256-token view
 _WHOLE = re.compile(r"[.!?)\]\"'`*](?=\s)|\n")
 
 
@@ -556,7 +557,8 @@ def stage1_flags(text: str) -> bool:
 def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: Path = CORPUS_DIR, seed: int = 0,
           judged: tuple[list[JudgedPair], Counter] = ([], Counter()),
           jailbreak_share: float = 0.3, jailbreak_prechecks: int = 400, agreeing_share: float = 0.3, refusing_share: float = 0.15,
-          question_share: float = 0.3, response_only_share: float = 0.2, short_refusal_share: float = 0.2) -> dict:
+          question_share: float = 0.3, response_only_share: float = 0.2, short_refusal_share: float = 0.2,
+          padded_share: float = 0.25) -> dict:
     """Join the stored responses with their prompts, label and check them, add the human-judged real answers
     (`judged`: the pairs and the rows dropped by their own checks), split by prompt, write the files."""
     prompts = {p.key: p for p in prompt_list}
@@ -633,6 +635,8 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
     unique = unique_pairs(pairs)
     for pair in unique:
         pair.split = split_of(_base_prompt(pair))
+    padded = _padded(unique, rng, padded_share)
+    unique += padded
     # A response without its prompt never reaches the gate: such rows train, they are not scored. One whose
     # text is judged both ways with different prompts says nothing alone.
     verdicts: dict[str, set] = {}
@@ -656,6 +660,7 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
         "seed": seed,
         "files": files,
         "pairs_by_kind_and_label": {f"{k} {lab}": n for (k, lab), n in sorted(kinds.items())},
+        "padded_training_rows": dict(Counter(f"unsafe={p.labels['unsafe']}" for p in padded)),
         "dropped": dict(dropped.most_common()),
         "generators": {name: {"records_kept": generators[name], "sha256": MODELS[name].sha256,
                               "licence": MODELS[name].licence, "description": MODELS[name].description}
@@ -677,6 +682,38 @@ def _opened(pair: Pair, rng: random.Random, agreeing_share: float, refusing_shar
             for openers, share, flag in ((AGREEING, agreeing_share, "agreeing_opener"),
                                          (REFUSING_OPENERS, refusing_share, "refusing_opener"))
             if rng.random() < share]
+
+
+def _padded(pairs: list[Pair], rng: random.Random, share: float) -> list[Pair]:
+    """A share of the training answers again between the end of one real benign answer (ShareGPT's) and the
+    start of another, label unchanged: harm beside benign text in one view, as the gate's windows read a long
+    answer. Sized to fit the encoder's view whole, so the harm stays in it. Over-refusal is masked: a refusal
+    inside a longer answer says little."""
+    train = [p for p in pairs if p.split == "train" and p.response and not p.meta.get("response_only")
+             and p.labels["unsafe"] is not None]
+    fillers = [p.response for p in train if p.meta["kind"] == "real" and len(p.response) >= 40
+               and sum(c.isascii() for c in p.response) >= 0.98 * len(p.response)]
+    out = []
+    for p in train:
+        room = PADDED_CHARS - len(p.prompt) - len(p.response)
+        if not fillers or room < 100 or rng.random() >= share:
+            continue
+        before = _last_sentences(rng.choice(fillers), rng.randint(0, room))
+        after = cut_to_whole_sentences(rng.choice(fillers)[: rng.randint(0, room - len(before))])
+        pieces = [t for t in (before, after) if len(t) >= 40]  # no stray table bar or half a word
+        if pieces:
+            response = "\n\n".join(t for t in (before, p.response, after) if t in (p.response, *pieces))
+            out.append(replace(p, response=response, labels={"unsafe": p.labels["unsafe"], "overrefuse": None},
+                               meta={**p.meta, "padded": True}))
+    return out
+
+
+def _last_sentences(text: str, limit: int) -> str:
+    """The longest run of whole sentences or lines that ends `text` within `limit` characters ('' if none)."""
+    for start in [0, *(m.end() for m in _WHOLE.finditer(text))]:
+        if len(text) - start <= limit:
+            return text[start:].strip()
+    return ""
 
 
 def _response_only(pair: Pair) -> Pair:
