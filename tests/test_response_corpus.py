@@ -209,14 +209,19 @@ def test_question_forms_share_labels_and_split_with_their_request(tmp_path):
     assert rephrased and all(r["prompt"] in {q.text for q in questions} for r in rephrased)
 
 
-def test_responses_without_their_prompt_train_the_unsafe_head_only(tmp_path):
+def built_with_helpful_answers(tmp_path, **shares) -> dict[str, list[dict]]:
+    """The stand-in corpus for every sort of prompt, built with these shares: rows by split."""
     corpus = tmp_path / "corpus"
     prompts = HARMFUL + BENIGN + SHAREGPT
     complete, _ = scripted(agreeing=" " + HELP)
     rc.generate(rc.plan_jobs(prompts), {"qwen2.5-coder-0.5b": complete, "smollm2-135m": complete}, corpus, log=lambda m: None)
     out = tmp_path / "pairs"
-    rc.build(out, prompts, JAILBREAKS, corpus, response_only_share=1.0)
-    rows = {split: [json.loads(line) for line in (out / f"{split}.jsonl").open()] for split in ("train", "val", "test")}
+    rc.build(out, prompts, JAILBREAKS, corpus, **shares)
+    return {split: [json.loads(line) for line in (out / f"{split}.jsonl").open()] for split in ("train", "val", "test")}
+
+
+def test_responses_without_their_prompt_train_the_unsafe_head_only(tmp_path):
+    rows = built_with_helpful_answers(tmp_path, response_only_share=1.0)
     alone = [r for r in rows["train"] if r["meta"].get("response_only")]
     assert alone and all(r["prompt"] == "" and r["labels"]["overrefuse"] is None for r in alone)
     with_prompt = {r["response"]: r["labels"]["unsafe"] for r in rows["train"] if r["prompt"] and r["response"]}
@@ -351,13 +356,7 @@ def test_judged_harmful_answers_are_also_trained_behind_openers(tmp_path):
 
 def test_padded_answers_keep_their_label_between_benign_text_and_only_train(tmp_path):
     # Harm beside benign text, as the gate's windows read a long answer: the label follows the answer inside.
-    corpus = tmp_path / "corpus"
-    prompts = HARMFUL + BENIGN + SHAREGPT
-    complete, _ = scripted(agreeing=" " + HELP)
-    rc.generate(rc.plan_jobs(prompts), {"qwen2.5-coder-0.5b": complete, "smollm2-135m": complete}, corpus, log=lambda m: None)
-    out = tmp_path / "pairs"
-    rc.build(out, prompts, JAILBREAKS, corpus, padded_share=1.0)
-    rows = {split: [json.loads(line) for line in (out / f"{split}.jsonl").open()] for split in ("train", "val", "test")}
+    rows = built_with_helpful_answers(tmp_path, padded_share=1.0)
     padded = [r for r in rows["train"] if r["meta"].get("padded")]
     plain = {(r["prompt"], r["response"]): r["labels"]["unsafe"] for r in rows["train"] if r["response"] and not r["meta"].get("padded")}
     fillers = {p.response for p in SHAREGPT}
