@@ -700,9 +700,9 @@ def _padded(pairs: list[Pair], rng: random.Random, share: float) -> list[Pair]:
             continue
         before = _last_sentences(rng.choice(fillers), rng.randint(0, room))
         after = cut_to_whole_sentences(rng.choice(fillers)[: rng.randint(0, room - len(before))])
-        pieces = [t for t in (before, after) if len(t) >= 40]  # no stray table bar or half a word
-        if pieces:
-            response = "\n\n".join(t for t in (before, p.response, after) if t in (p.response, *pieces))
+        before, after = (t if len(t) >= 40 else "" for t in (before, after))  # no stray table bar or fragment
+        if before or after:
+            response = "\n\n".join(t for t in (before, p.response, after) if t)
             out.append(replace(p, response=response, labels={"unsafe": p.labels["unsafe"], "overrefuse": None},
                                meta={**p.meta, "padded": True}))
     return out
