@@ -558,9 +558,11 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
           judged: tuple[list[JudgedPair], Counter] = ([], Counter()),
           jailbreak_share: float = 0.3, jailbreak_prechecks: int = 400, agreeing_share: float = 0.3, refusing_share: float = 0.15,
           question_share: float = 0.3, response_only_share: float = 0.2, short_refusal_share: float = 0.2,
-          padded_share: float = 0.25) -> dict:
+          padded_share: float = 0.25, reserved: list[str] = ()) -> dict:
     """Join the stored responses with their prompts, label and check them, add the human-judged real answers
-    (`judged`: the pairs and the rows dropped by their own checks), split by prompt, write the files."""
+    (`judged`: the pairs and the rows dropped by their own checks), split by prompt, write the files.
+    `reserved`: the reserved benchmarks' prompts; a written prompt close to one stops the build."""
+    refuse_close_to_reserved([p for p in prompt_list if p.source in WRITTEN_SOURCES], reserved)
     prompts = {p.key: p for p in prompt_list}
     questions = {key_of(p.base): p for p in prompt_list if p.base}
     rng = random.Random(seed)
@@ -673,6 +675,18 @@ def build(out: Path, prompt_list: list[Prompt], jailbreaks: list[str], corpus: P
     return manifest
 
 
+def refuse_close_to_reserved(written: list[Prompt], reserved: list[str]) -> None:
+    """The written prompts are this project's own: none may be a reserved benchmark's prompt reworded (the
+    overlap measure and bound the judged pairs are held to)."""
+    reserved_words = [(r, judged_pairs.content_words(r)) for r in reserved]
+    for p in written:
+        words = judged_pairs.content_words(p.text)
+        for r, rw in reserved_words:
+            if judged_pairs.overlap(words, rw) >= judged_pairs.RESERVED_OVERLAP:
+                raise CorpusError(f"written prompt {p.text!r} ({p.source}) is close to the reserved prompt {r[:120]!r}; "
+                                  "rewrite or remove it")
+
+
 def _opened(pair: Pair, rng: random.Random, agreeing_share: float, refusing_share: float) -> list[Pair]:
     """An unsafe answer again behind an agreeing opener ("Sure, here is") and behind one that looks like a
     refusal, each at its share, so that no opener predicts a label in either direction."""
@@ -764,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "build":
             jailbreaks = [r.prompt for r in rows("jailbreaks")]
             manifest = build(args.out, load_prompts(seed=args.seed), jailbreaks, args.corpus, seed=args.seed,
-                             judged=judged_pairs.load())
+                             judged=judged_pairs.load(), reserved=judged_pairs.reserved_prompts())
             print(json.dumps({k: v["rows"] for k, v in manifest["files"].items()}))
         else:
             print(pack(args.corpus))
