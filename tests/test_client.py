@@ -154,12 +154,12 @@ def test_half_open_trial_that_gets_a_4xx_does_not_leave_the_breaker_stuck(script
 
 def test_cancelled_half_open_trial_gives_the_trial_back(scripted):
     breaker = _open_breaker()
-    _Scripted.delay_s = 0.5
+    _Scripted.delay_s = 2.0  # far past the wait below, which leaves a loaded machine time to deliver the request
 
     async def run():
         async with AsyncGateClient(scripted, breaker=breaker) as client:
             with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(client.check("x"), 0.05)
+                await asyncio.wait_for(client.check("x"), 0.5)
             _Scripted.delay_s = 0.0
             return await client.check("x")
 

@@ -31,7 +31,7 @@ def test_one_version_under_30_mb_with_its_provenance():
 
 @pytest.fixture(scope="module")
 def stage2():
-    gate = Gate.from_settings(GateSettings(plugins=["waltzrl"], stage2={"flags": False, "mode": "enforce"}))
+    gate = _gate(4)  # the default windows
     yield gate
     gate.close()
 
@@ -81,25 +81,21 @@ PLACEMENTS = {  # where the steps sit among the history; all but the last run fa
 
 
 def _gate(windows: int) -> Gate:
-    return Gate.from_settings(GateSettings(plugins=["waltzrl"], stage2={"flags": False, "mode": "enforce"},
-                                           plugin_settings={"waltzrl": {"settings": {"response_windows": windows}}}))
-
-
-@pytest.fixture(scope="module")
-def windowed():
-    gate = _gate(4)
-    yield gate
-    gate.close()
+    # Budgets far above Stage 2's latency: these tests are about what the model reads, and on a loaded machine a
+    # check past the default budget is degraded, not judged (benchmarks/ measure the latency).
+    return Gate.from_settings(GateSettings(plugins=["waltzrl"], stage2={"flags": False, "mode": "enforce"}, budget_ms=60_000,
+                                           plugin_settings={"waltzrl": {"timeout_ms": 60_000,
+                                                                        "settings": {"response_windows": windows}}}))
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
-def test_harm_beside_benign_text_is_read_wherever_it_sits(windowed, placement):
-    verdict = windowed.check(CheckRequest(prompt="Write an essay about the history of my town.",
+def test_harm_beside_benign_text_is_read_wherever_it_sits(stage2, placement):
+    verdict = stage2.check(CheckRequest(prompt="Write an essay about the history of my town.",
                                           response=PLACEMENTS[placement]))
     assert verdict.decision == "revise" and verdict.stage2.labels["unsafe"]
 
 
-def test_harm_in_the_middle_of_a_long_answer_is_read_only_by_the_windows(windowed):
+def test_harm_in_the_middle_of_a_long_answer_is_read_only_by_the_windows(stage2):
     """Far past the token budget, the head and tail of this answer are local history; the windows read its middle."""
     head_and_tail = _gate(0)
     try:
@@ -107,7 +103,7 @@ def test_harm_in_the_middle_of_a_long_answer_is_read_only_by_the_windows(windowe
                                                   response=PLACEMENTS["middle"]))
     finally:
         head_and_tail.close()
-    benign = windowed.check(CheckRequest(prompt="Write an essay about the history of my town.", response=HISTORY * 3))
+    benign = stage2.check(CheckRequest(prompt="Write an essay about the history of my town.", response=HISTORY * 3))
     assert unread.decision == "allow" and benign.decision == "allow"
 
 
