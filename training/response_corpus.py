@@ -680,11 +680,9 @@ def refuse_close_to_reserved(written: list[Prompt], reserved: list[str]) -> None
     overlap measure and bound the judged pairs are held to)."""
     reserved_words = [(r, judged_pairs.content_words(r)) for r in reserved]
     for p in written:
-        words = judged_pairs.content_words(p.text)
-        for r, rw in reserved_words:
-            if judged_pairs.overlap(words, rw) >= judged_pairs.RESERVED_OVERLAP:
-                raise CorpusError(f"written prompt {p.text!r} ({p.source}) is close to the reserved prompt {r[:120]!r}; "
-                                  "rewrite or remove it")
+        if (r := judged_pairs.close_to_reserved(p.text, reserved_words)) is not None:
+            raise CorpusError(f"written prompt {p.text!r} ({p.source}) is close to the reserved prompt {r[:120]!r}; "
+                              "rewrite or remove it")
 
 
 def _opened(pair: Pair, rng: random.Random, agreeing_share: float, refusing_share: float) -> list[Pair]:
@@ -777,8 +775,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"generated {made}; packed {pack(args.corpus)}", flush=True)
         elif args.cmd == "build":
             jailbreaks = [r.prompt for r in rows("jailbreaks")]
+            reserved = judged_pairs.reserved_prompts()
             manifest = build(args.out, load_prompts(seed=args.seed), jailbreaks, args.corpus, seed=args.seed,
-                             judged=judged_pairs.load(), reserved=judged_pairs.reserved_prompts())
+                             judged=judged_pairs.load(reserved), reserved=reserved)
             print(json.dumps({k: v["rows"] for k, v in manifest["files"].items()}))
         else:
             print(pack(args.corpus))
