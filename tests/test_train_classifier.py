@@ -61,6 +61,35 @@ def test_label_smoothing_pulls_the_training_targets_towards_one_half(tmp_path, m
     assert report["label_smoothing"] == 0.2
 
 
+def test_repeat_trains_on_a_source_more_often_and_records_it(tmp_path, monkeypatch):
+    seen = {}
+
+    def capture(model, encoder, rows, *args, **kwargs):
+        seen["rows"] = rows
+        return 0
+
+    monkeypatch.setattr(tc, "fit", capture)
+    data = pair_data(tmp_path / "data")
+    train = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    for i, row in enumerate(train):
+        row["source"] = "judged" if i % 4 == 0 else "generated"
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    report = tc.train(data, tmp_path / "out", tiny_classifier(tmp_path / "base"), epochs=1, batch_size=8, lr=1e-3,
+                      max_tokens=32, seed=0, repeat={"judged": 3})
+    sources = [r["source"] for r in seen["rows"]]
+    assert sources.count("judged") == 3 * 6 and sources.count("generated") == 18
+    assert report["repeat"] == {"judged": 3}
+
+
+def test_repeat_refuses_a_source_the_data_lacks_and_a_malformed_item():
+    with pytest.raises(ValueError, match="no training rows: advbnech"):
+        tc.repeat_sources([dict(ROWS[0], source="advbench")], {"advbnech": 2})
+    assert tc.parse_repeat(["a=2", "b=1"]) == {"a": 2, "b": 1}
+    for bad in ("a", "a=0", "=2", "a=two"):
+        with pytest.raises(ValueError, match="SOURCE=N"):
+            tc.parse_repeat([bad])
+
+
 def _fit(base, rows, checkpoint, **kw):
     model = tc.load_student(base, ("unsafe", "overrefuse"), seed=0)
     encoder = PairEncoder.load(base / "tokenizer.json", 32)

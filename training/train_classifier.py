@@ -10,6 +10,10 @@ chosen on the validation split (best F1) and written to the report, from which p
     python -m training.train_classifier --data runs/pair-data --out runs/classifier
         [--base minilm-l6|mpnet-base|PATH] [--epochs 2] [--batch-size 32] [--learning-rate 5e-5]
         [--max-tokens 256] [--layers N] [--checkpoint-every 200] [--label-smoothing 0.1]
+        [--repeat pyrit-scorer-evals=3]
+
+``--repeat SOURCE=N`` trains on each training row of that source N times an epoch (the validation and test
+splits are left as they are): a small source close to what the gate will read weighs more than its size.
 
 Training writes ``checkpoint.pt`` into ``--out`` every ``--checkpoint-every`` steps; run the same command
 again to resume from it (the batch order, optimiser, schedule and RNG continue exactly).
@@ -146,6 +150,25 @@ def report_metrics(probs: dict[str, np.ndarray], rows: dict[str, list[dict]], he
     return thresholds, metrics
 
 
+def repeat_sources(rows: list[dict], repeat: dict[str, int]) -> list[dict]:
+    """The training rows with each row of a source in `repeat` present that many times (in place, in order)."""
+    unknown = set(repeat) - {r.get("source") for r in rows}
+    if unknown:
+        raise ValueError(f"--repeat names sources with no training rows: {', '.join(sorted(unknown))}")
+    return [r for r in rows for _ in range(repeat.get(r.get("source"), 1))]
+
+
+def parse_repeat(items: list[str]) -> dict[str, int]:
+    """``SOURCE=N`` items (N >= 1) into a mapping; a malformed item raises ValueError with a sentence."""
+    repeat = {}
+    for item in items:
+        source, _, times = item.partition("=")
+        if not source or not times.isdigit() or int(times) < 1:
+            raise ValueError(f"--repeat takes SOURCE=N with N a whole number >= 1, got {item!r}")
+        repeat[source] = int(times)
+    return repeat
+
+
 def load_student(base: Path, heads: tuple[str, ...], layers: int | None = None, log=print, seed: int = 0):
     """A multi-label classifier over `heads` from an encoder base (BERT or MPNet); with `layers`, keep that
     many encoder layers spread evenly over the base's depth (a faster student). The new head's random
@@ -231,13 +254,14 @@ def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask:
 
 def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: float, max_tokens: int, seed: int,
           max_steps: int | None = None, layers: int | None = None, log=print, checkpoint_every: int = 200,
-          label_smoothing: float = 0.0) -> dict:
+          label_smoothing: float = 0.0, repeat: dict[str, int] | None = None) -> dict:
     started = time.time()
     data_manifest = json.loads((data / "manifest.json").read_text())
     heads = tuple(data_manifest.get("heads", HEADS))
     encoder = PairEncoder.load(base / "tokenizer.json", max_tokens)
     model = load_student(base, heads, layers, log, seed)
     rows = {s: read_jsonl(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout") if (data / f"{s}.jsonl").is_file()}
+    rows["train"] = repeat_sources(rows["train"], repeat or {})
     labels, mask = label_arrays(rows["train"], heads)
     # Targets pulled towards 0.5 (a hard 0/1 of eps becomes eps/2 and 1 - eps/2): the logits stay bounded, so a
     # model trained on generated answers is less sure of itself on answers unlike them.
@@ -252,7 +276,7 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
     (out / CHECKPOINT).unlink(missing_ok=True)
     report = {"base": str(base), "layers": model.config.num_hidden_layers, "heads": list(heads), "steps": step,
               "epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "max_tokens": max_tokens, "seed": seed,
-              "label_smoothing": label_smoothing, "train_seconds": round(time.time() - started), "thresholds": thresholds,
+              "label_smoothing": label_smoothing, "repeat": repeat or {}, "train_seconds": round(time.time() - started), "thresholds": thresholds,
               "metrics": metrics, "data": data_manifest}
     (out / "training_report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -272,12 +296,21 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=None, help="keep this many encoder layers (a faster student)")
     ap.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (resume by rerunning)")
     ap.add_argument("--label-smoothing", type=float, default=0.0, help="targets eps/2 and 1 - eps/2 instead of 0 and 1")
+    ap.add_argument("--repeat", nargs="*", default=[], metavar="SOURCE=N",
+                    help="train on each row of SOURCE N times an epoch (e.g. pyrit-scorer-evals=3)")
     args = ap.parse_args()
     if not 0 <= args.label_smoothing < 1:
         ap.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
-    report = train(args.data, args.out, base_model(args.base), args.epochs, args.batch_size, args.learning_rate,
-                   args.max_tokens, args.seed, args.max_steps, args.layers, checkpoint_every=args.checkpoint_every,
-                   label_smoothing=args.label_smoothing)
+    try:
+        repeat = parse_repeat(args.repeat)
+    except ValueError as e:
+        ap.error(str(e))
+    try:
+        report = train(args.data, args.out, base_model(args.base), args.epochs, args.batch_size, args.learning_rate,
+                       args.max_tokens, args.seed, args.max_steps, args.layers, checkpoint_every=args.checkpoint_every,
+                       label_smoothing=args.label_smoothing, repeat=repeat)
+    except ValueError as e:  # a checkpoint of another run, a --repeat source the data lacks
+        ap.exit(2, f"train_classifier: {e}\n")
     print(json.dumps(report["metrics"], indent=2))
 
 
