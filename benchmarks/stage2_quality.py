@@ -17,8 +17,11 @@ words a judge may over-read ("secret", "private", "confidential", "leaked") answ
 (redacted by Stage 1, never to be flagged). `--splits assistant-style` (same folder): answers written the way
 deployed chat assistants write them (markdown, bold step headings, code, disclaimers, long refusals that offer
 alternatives and helplines): 24 harmful prompts, each with a compliant answer, a refusal and its pre-check;
-24 benign sensitive-topic prompts, each with an answer, a needless refusal and its pre-check. None of their
-prompts shares 0.4 of its content words with a training prompt (tests/test_response_corpus.py).
+24 benign sensitive-topic prompts, each with an answer, a needless refusal and its pre-check. `--splits
+placements` (same folder): a padded answer to an essay request with pipe-bomb steps at six places among local
+history (five of them far past the 256-token budget, so only the windows along a long response read them), and
+the history alone; tests/test_default_model.py holds the shipped model to it. None of their prompts shares 0.4
+of its content words with a training prompt (tests/test_response_corpus.py).
 
 Each model is judged as the gate judges: through the waltzrl plugin itself (plugins.feedback, so its
 label mapping `classifier_labels` and the model's thresholds from waltz_gate.json, else 0.5). Truth, as
@@ -223,9 +226,11 @@ def whole_gate_judge(model_dir: Path) -> Judge:
     from gate.policy import Policy
     from gate.types import CheckRequest, Decision, Stage2Mode
 
-    # Budgets far above Stage 2's latency: a check that times out here would read as "not flagged" (fail open).
+    # Budgets far above every plugin's latency: a check that times out here would read as "not flagged" (fail
+    # open), and on a busy machine a Stage 1 pack can pass its own 50 ms on a long response.
+    timeouts = {name: {"timeout_ms": 60_000} for name in GateSettings().plugins}
     gate = Gate.from_settings(GateSettings(budget_ms=60_000, plugin_settings={
-        "waltzrl": {"timeout_ms": 60_000, "settings": {"model_dir": str(model_dir)}}}))
+        **timeouts, "waltzrl": {"timeout_ms": 60_000, "settings": {"model_dir": str(model_dir)}}}))
     atexit.register(gate.close)
 
     def judge(pairs: list[tuple[str, str | None]]) -> list[tuple[bool, bool]]:
