@@ -82,11 +82,11 @@ def test_repeat_trains_on_a_source_more_often_and_records_it(tmp_path, monkeypat
 
 
 def test_repeat_refuses_a_source_the_data_lacks_and_a_malformed_item():
-    with pytest.raises(ValueError, match="no training rows: advbnech"):
+    with pytest.raises(tc.ClassifierTrainingError, match="no training rows: advbnech"):
         tc.repeat_sources([dict(ROWS[0], source="advbench")], {"advbnech": 2})
     assert tc.parse_repeat(["a=2", "b=1"]) == {"a": 2, "b": 1}
     for bad in ("a", "a=0", "=2", "a=two"):
-        with pytest.raises(ValueError, match="SOURCE=N"):
+        with pytest.raises(tc.ClassifierTrainingError, match="SOURCE=N"):
             tc.parse_repeat([bad])
 
 

@@ -33,12 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gate.errors import WaltzGateError
 from gate.jsonl import read_jsonl
 from plugins.encoding import PairEncoder
 from training.classifier_data import HEADS
 from training.encoders import base_model
 
 CHECKPOINT = "checkpoint.pt"
+
+
+class ClassifierTrainingError(WaltzGateError, ValueError):
+    """A run that cannot start as asked (a bad --repeat, a checkpoint of another run); the message says why."""
 
 
 def label_arrays(rows: list[dict], heads: tuple[str, ...] = HEADS) -> tuple[np.ndarray, np.ndarray]:
@@ -154,17 +159,17 @@ def repeat_sources(rows: list[dict], repeat: dict[str, int]) -> list[dict]:
     """The training rows with each row of a source in `repeat` present that many times (in place, in order)."""
     unknown = set(repeat) - {r.get("source") for r in rows}
     if unknown:
-        raise ValueError(f"--repeat names sources with no training rows: {', '.join(sorted(unknown))}")
+        raise ClassifierTrainingError(f"--repeat names sources with no training rows: {', '.join(sorted(unknown))}")
     return [r for r in rows for _ in range(repeat.get(r.get("source"), 1))]
 
 
 def parse_repeat(items: list[str]) -> dict[str, int]:
-    """``SOURCE=N`` items (N >= 1) into a mapping; a malformed item raises ValueError with a sentence."""
+    """``SOURCE=N`` items (N >= 1) into a mapping; a malformed item raises ClassifierTrainingError with a sentence."""
     repeat = {}
     for item in items:
         source, _, times = item.partition("=")
         if not source or not times.isdigit() or int(times) < 1:
-            raise ValueError(f"--repeat takes SOURCE=N with N a whole number >= 1, got {item!r}")
+            raise ClassifierTrainingError(f"--repeat takes SOURCE=N with N a whole number >= 1, got {item!r}")
         repeat[source] = int(times)
     return repeat
 
@@ -211,10 +216,10 @@ def fit(model, encoder: PairEncoder, rows: list[dict], labels: np.ndarray, mask:
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
         if state["total"] != total or state["rows"] != len(rows):
-            raise ValueError(f"{checkpoint} is from another run ({state['rows']} rows, {state['total']} steps; "
+            raise ClassifierTrainingError(f"{checkpoint} is from another run ({state['rows']} rows, {state['total']} steps; "
                              f"this one: {len(rows)} rows, {total} steps): remove it or use another --out")
         if state.get("targets", targets) != targets:
-            raise ValueError(f"{checkpoint} was trained towards other targets (other labels or --label-smoothing): "
+            raise ClassifierTrainingError(f"{checkpoint} was trained towards other targets (other labels or --label-smoothing): "
                              "remove it or use another --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -258,10 +263,10 @@ def train(data: Path, out: Path, base: Path, epochs: int, batch_size: int, lr: f
     started = time.time()
     data_manifest = json.loads((data / "manifest.json").read_text())
     heads = tuple(data_manifest.get("heads", HEADS))
+    rows = {s: read_jsonl(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout") if (data / f"{s}.jsonl").is_file()}
+    rows["train"] = repeat_sources(rows["train"], repeat or {})  # a bad --repeat stops before the model loads
     encoder = PairEncoder.load(base / "tokenizer.json", max_tokens)
     model = load_student(base, heads, layers, log, seed)
-    rows = {s: read_jsonl(data / f"{s}.jsonl") for s in ("train", "val", "test", "heldout") if (data / f"{s}.jsonl").is_file()}
-    rows["train"] = repeat_sources(rows["train"], repeat or {})
     labels, mask = label_arrays(rows["train"], heads)
     # Targets pulled towards 0.5 (a hard 0/1 of eps becomes eps/2 and 1 - eps/2): the logits stay bounded, so a
     # model trained on generated answers is less sure of itself on answers unlike them.
@@ -303,13 +308,13 @@ def main() -> None:
         ap.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     try:
         repeat = parse_repeat(args.repeat)
-    except ValueError as e:
+    except ClassifierTrainingError as e:
         ap.error(str(e))
     try:
         report = train(args.data, args.out, base_model(args.base), args.epochs, args.batch_size, args.learning_rate,
                        args.max_tokens, args.seed, args.max_steps, args.layers, checkpoint_every=args.checkpoint_every,
                        label_smoothing=args.label_smoothing, repeat=repeat)
-    except ValueError as e:  # a checkpoint of another run, a --repeat source the data lacks
+    except ClassifierTrainingError as e:
         ap.exit(2, f"train_classifier: {e}\n")
     print(json.dumps(report["metrics"], indent=2))
 
