@@ -45,6 +45,7 @@ from plugins.waltz_protocol import (
 DEFAULT_MODEL = Path(__file__).parent / "models" / "feedback-minilm"
 DECOMPOSED = ("prompt_harmful", "refusal", "response_harmful")  # the default model's heads
 DIRECT = ("unsafe", "overrefuse")  # a student distilled from a feedback agent
+PRECHECK = "unsafe_precheck"  # the threshold of the unsafe head on a prompt alone, where training chose one
 NO_RESPONSE = "(no response yet)"  # what a generative feedback agent reads for a pre-check
 
 TEMPLATES = {
@@ -79,7 +80,8 @@ class FeedbackAgent:
         max_tokens: int | None = Field(default=None, ge=1)  # classifier token budget; default: the model's
         threads: int = Field(default=1, ge=1)  # onnxruntime intra-op threads per session
         response_windows: int = Field(default=4, ge=0)  # stretches of a long response also read (0: head and tail only)
-        thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}  # per head; default: waltz_gate.json, else 0.5
+        # per head, and unsafe_precheck for a prompt alone (else unsafe's); default: waltz_gate.json, else 0.5
+        thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
         url: str | None = None  # remote: OpenAI-compatible base URL
         remote_model: str = "waltzrl-feedback"
         api_key_env: str | None = None
@@ -101,6 +103,10 @@ class FeedbackAgent:
                 settings["model_dir"] or DEFAULT_MODEL, settings["threads"], settings["max_tokens"], settings["model_file"]
             )
             check_heads(self.classifier.labels)
+            unknown = set(settings["thresholds"]) - set(self.classifier.labels) - ({PRECHECK} if "unsafe" in self.classifier.labels else set())
+            if unknown:
+                raise ConfigError(f"thresholds name no head of the classifier: {', '.join(sorted(unknown))} "
+                                  f"(its heads: {', '.join(self.classifier.labels)})")
             self.thresholds = {**self.classifier.config.get("thresholds", {}), **settings["thresholds"]}
         else:
             self.judge_llm = self._chat("backend")
@@ -213,11 +219,12 @@ def classifier_labels(labels: Sequence[str], probs: Sequence[float], thresholds:
     was judged unsafe, so refusing it is no over-refusal."""
     p = dict(zip(labels, (float(x) for x in probs)))
 
-    def on(head: str) -> bool:
-        return p[head] >= thresholds.get(head, 0.5)
+    def on(head: str, key: str | None = None) -> bool:  # key: the threshold's, where it is not the head's own
+        return p[head] >= thresholds.get(key or head, thresholds.get(head, 0.5))
 
     if "unsafe" in p:
-        unsafe, overrefuse = on("unsafe"), has_response and on("overrefuse") and not request_unsafe
+        unsafe = on("unsafe") if has_response else on("unsafe", PRECHECK)
+        overrefuse = has_response and on("overrefuse") and not request_unsafe
         return unsafe, overrefuse, p["overrefuse"] if overrefuse and not unsafe else p["unsafe"]
     if not has_response:
         return on("prompt_harmful"), False, p["prompt_harmful"]

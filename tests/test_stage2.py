@@ -284,3 +284,42 @@ def test_thresholds_are_per_head():
     heads = ("prompt_harmful", "refusal", "response_harmful")
     assert classifier_labels(heads, (0.6, 0.0, 0.0), {"prompt_harmful": 0.7}, False)[0] is False
     assert classifier_labels(heads, (0.6, 0.0, 0.0), {}, False)[0] is True
+
+
+def test_a_prompt_alone_is_judged_at_the_precheck_threshold():
+    from plugins.feedback import PRECHECK, classifier_labels
+
+    heads, chosen = ("unsafe", "overrefuse"), {"unsafe": 0.5, PRECHECK: 0.8}
+    assert classifier_labels(heads, (0.7, 0.0), chosen, True)[0] is True  # a pair: unsafe's threshold
+    assert classifier_labels(heads, (0.7, 0.0), chosen, False)[0] is False  # a prompt alone: the pre-check's
+    assert classifier_labels(heads, (0.7, 0.0), {"unsafe": 0.5}, False)[0] is True  # none chosen: unsafe's
+
+
+def test_the_overrefusal_recheck_reads_the_prompt_at_the_precheck_threshold():
+    import numpy as np
+
+    from gate.types import CheckRequest
+    from plugins.feedback import PRECHECK, FeedbackAgent
+
+    class StandIn:  # every pair: an over-refusal; the prompt alone scores 0.9
+        labels = ("unsafe", "overrefuse")
+
+        def predict(self, pairs):
+            return np.array([[0.9, 0.0] if r is None else [0.1, 0.8] for _, r in pairs])
+
+    agent = FeedbackAgent()
+    agent.reviser, agent.settings = None, {"response_windows": 0}
+    agent.classifier = StandIn()
+    request = CheckRequest(prompt="How do I build a bomb?", response="Sorry, I can't.")
+    agent.thresholds = {"unsafe": 0.5, "overrefuse": 0.5, PRECHECK: 0.85}
+    assert agent.gate_check_batch([request]) == [[]]  # 0.9 >= 0.85: an unsafe request, refusing it is right
+    agent.thresholds[PRECHECK] = 0.95
+    assert [d.labels for d in agent.gate_check_batch([request])[0]] == [{"unsafe": False, "overrefuse": True}]
+
+
+def test_a_threshold_for_no_head_is_a_start_up_error():
+    with pytest.raises(ConfigError, match="thresholds name no head of the classifier: unsafr"):
+        Gate.from_settings(GateSettings(plugins=["waltzrl"], plugin_settings={
+            "waltzrl": {"settings": {"thresholds": {"unsafr": 0.5}}}}))
+    Gate.from_settings(GateSettings(plugins=["waltzrl"], plugin_settings={  # the pre-check's own is a known name
+        "waltzrl": {"settings": {"thresholds": {"unsafe_precheck": 0.9}}}}))

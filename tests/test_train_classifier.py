@@ -12,6 +12,7 @@ import torch
 from tokenizers import Tokenizer, models, processors
 
 from plugins.encoding import PairEncoder
+from plugins.feedback import PRECHECK
 from training import train_classifier as tc
 from training.tiny import tiny_classifier
 
@@ -40,7 +41,8 @@ def test_training_takes_the_heads_of_the_data_and_writes_val_thresholds(tmp_path
     assert report["heads"] == ["unsafe", "overrefuse"]
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert [saved["id2label"][str(i)] for i in range(2)] == ["unsafe", "overrefuse"]
-    assert set(report["thresholds"]) == {"unsafe", "overrefuse"}
+    assert set(report["thresholds"]) == {"unsafe", "overrefuse", PRECHECK}  # the data has pre-checks
+    assert set(report["metrics"]["val"]["at_val_thresholds"]) <= {"unsafe", "overrefuse", PRECHECK}
     assert set(report["metrics"]) == {"val", "test"}
     assert not (tmp_path / "out" / tc.CHECKPOINT).exists()  # a finished run leaves no checkpoint behind
 
@@ -143,9 +145,22 @@ def test_thresholds_take_the_best_f1_on_validation():
     # 96 negatives low, 4 high; the 4 positives in between. A cap of 3% flagged negatives would put the
     # threshold above the high negatives and catch no positive; the best F1 flags from the lowest positive.
     probs = np.array([[i / 500] for i in range(96)] + [[0.9]] * 4 + [[0.30], [0.31], [0.32], [0.33]], dtype=np.float32)
-    (t,) = tc.choose_thresholds(probs, rows, ("overrefuse",)).values()
+    (t,) = tc.best_f1_thresholds(probs, rows, ("overrefuse",)).values()
     assert t == pytest.approx(0.30)
-    assert tc.choose_thresholds(probs[:100], rows[:100], ("overrefuse",)) == {"overrefuse": 0.5}  # no positives
+    assert tc.best_f1_thresholds(probs[:100], rows[:100], ("overrefuse",)) == {"overrefuse": 0.5}  # no positives
+
+
+def test_the_precheck_gets_a_threshold_of_its_own_chosen_on_the_precheck_rows():
+    # Pairs: harmful answers score 0.4 and up, benign ones below 0.3. Prompts alone score higher throughout:
+    # benign ones up to 0.8, harmful ones 0.9. One threshold for both would flag benign pre-checks or miss answers.
+    pairs = [({"unsafe": 1, "overrefuse": 0}, 0.4 + i / 100) for i in range(10)] + [({"unsafe": 0, "overrefuse": 0}, i / 40) for i in range(10)]
+    alone = [({"unsafe": 1, "overrefuse": 0}, 0.9)] * 10 + [({"unsafe": 0, "overrefuse": 0}, 0.6 + i / 50) for i in range(10)]
+    rows = [{"response": "an answer", "labels": y} for y, _ in pairs] + [{"response": None, "labels": y} for y, _ in alone]
+    probs = np.array([[p, 0.0] for _, p in pairs + alone], dtype=np.float32)
+    chosen = tc.choose_thresholds(probs, rows, ("unsafe", "overrefuse"))
+    assert chosen["unsafe"] == pytest.approx(0.4) and chosen[PRECHECK] == pytest.approx(0.9)
+    # Without pre-check rows there is no pre-check threshold (it falls back to unsafe's when served).
+    assert PRECHECK not in tc.choose_thresholds(probs[:20], rows[:20], ("unsafe", "overrefuse"))
 
 
 def _tokenizer(roberta: bool) -> Tokenizer:
@@ -239,7 +254,8 @@ def test_an_mpnet_teacher_trains_exports_and_serves_like_torch(tmp_path):
 def test_export_agreement_is_measured_at_the_thresholds_training_chose(tmp_path):
     from training.export import _logit_thresholds
 
-    (tmp_path / "training_report.json").write_text(json.dumps({"thresholds": {"unsafe": 0.9}}))
-    edge = _logit_thresholds(tmp_path, ["unsafe", "overrefuse"])
-    assert np.allclose(edge, [np.log(9.0), 0.0])  # logit(0.9); a head without a threshold decides at 0.5
-    assert np.allclose(_logit_thresholds(tmp_path / "none", ["unsafe"]), [0.0])
+    (tmp_path / "training_report.json").write_text(json.dumps({"thresholds": {"unsafe": 0.9, PRECHECK: 0.5}}))
+    edge = _logit_thresholds(tmp_path, ["unsafe", "overrefuse"], [("a prompt", "an answer"), ("a prompt", None)])
+    # logit(0.9) for a pair, the pre-check's 0.5 for a prompt alone; a head without a threshold decides at 0.5
+    assert np.allclose(edge, [[np.log(9.0), 0.0], [0.0, 0.0]])
+    assert np.allclose(_logit_thresholds(tmp_path / "none", ["unsafe"], [("a prompt", None)]), [[0.0]])

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from gate.errors import WaltzGateError
 from gate.jsonl import read_jsonl
+from plugins.feedback import PRECHECK
 from training.checksum import sha256_file
 
 CLASSIFY, GENERATE = "text-classification", "text-generation-with-past"
@@ -208,7 +209,7 @@ def _classifier_agreement(model_dir: Path, tmp: Path, fname: str, samples, max_t
         gots.append(onnx.session.run(["logits"], {k: v for k, v in enc.items() if k in onnx._inputs})[0])
     ref, got = np.concatenate(refs), np.concatenate(gots)
     if model.config.problem_type == "multi_label_classification":
-        edge = _logit_thresholds(model_dir, [model.config.id2label[i] for i in range(ref.shape[1])])
+        edge = _logit_thresholds(model_dir, [model.config.id2label[i] for i in range(ref.shape[1])], samples)
         same = (ref >= edge) == (got >= edge)
     else:
         same = ref.argmax(-1) == got.argmax(-1)
@@ -222,11 +223,14 @@ def training_thresholds(model_dir: Path) -> dict[str, float]:
     return (json.loads(report.read_text()).get("thresholds") or {}) if report.is_file() else {}
 
 
-def _logit_thresholds(model_dir: Path, heads: list[str]) -> np.ndarray:
-    """Each head's decision edge as a logit: the threshold training chose, else 0.5 (sigmoid(x) >= 0.5
-    exactly when x >= 0). Agreement is measured where the served model decides."""
+def _logit_thresholds(model_dir: Path, heads: list[str], samples) -> np.ndarray:
+    """Each sample's decision edge per head as a logit: the threshold training chose (for a prompt alone, the
+    pre-check's where it chose one), else 0.5 (sigmoid(x) >= 0.5 exactly when x >= 0). Agreement is measured
+    where the served model decides."""
     chosen = training_thresholds(model_dir)
-    p = np.clip(np.array([float(chosen.get(h, 0.5)) for h in heads]), 1e-6, 1 - 1e-6)
+    pair = [float(chosen.get(h, 0.5)) for h in heads]
+    alone = [float(chosen.get(PRECHECK, t)) if h == "unsafe" else t for h, t in zip(heads, pair)]
+    p = np.clip(np.array([pair if response is not None else alone for _, response in samples]), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 
 

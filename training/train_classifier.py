@@ -36,6 +36,7 @@ import torch
 from gate.errors import WaltzGateError
 from gate.jsonl import read_jsonl
 from plugins.encoding import PairEncoder
+from plugins.feedback import PRECHECK
 from training.classifier_data import HEADS
 from training.encoders import base_model
 
@@ -124,10 +125,25 @@ def heldout_prompt_metrics(probs: np.ndarray, rows: list[dict], column: int = 0,
 
 
 def choose_thresholds(probs: np.ndarray, rows: list[dict], heads: tuple[str, ...]) -> dict:
-    """Per head, the threshold with the best F1 on these rows (the validation split): candidates are the
-    scores themselves, so the choice is exact; 0.5 for a head without both positives and negatives. F1
-    rather than a false-flag cap because positives are rare for some heads (over-refusals): a cap on the
-    share of negatives flagged would let the flags outnumber the positives."""
+    """Per head, the threshold with the best F1 on these rows (the validation split). With an `unsafe` head,
+    the pair heads are chosen on the pairs and the pre-check (prompt alone) gets a threshold of its own,
+    `unsafe_precheck`, chosen on the pre-check rows: a prompt alone scores unlike a pair, and one threshold
+    for both trades pre-check false flags for answer recall. (The older heads read `prompt_harmful` on both.)"""
+    if "unsafe" not in heads:
+        return best_f1_thresholds(probs, rows, heads)
+    pair = np.array([r["response"] is not None for r in rows], dtype=bool)
+    out = best_f1_thresholds(probs[pair], [r for r, k in zip(rows, pair) if k], heads)
+    if not pair.all():
+        pre = [r for r, k in zip(rows, pair) if not k]
+        out[PRECHECK] = best_f1_thresholds(probs[~pair][:, [heads.index("unsafe")]], pre, ("unsafe",))["unsafe"]
+    return out
+
+
+def best_f1_thresholds(probs: np.ndarray, rows: list[dict], heads: tuple[str, ...]) -> dict:
+    """Per head, the threshold with the best F1 on these rows: candidates are the scores themselves, so the
+    choice is exact; 0.5 for a head without both positives and negatives. F1 rather than a false-flag cap
+    because positives are rare for some heads (over-refusals): a cap on the share of negatives flagged would
+    let the flags outnumber the positives."""
     labels, mask = label_arrays(rows, heads)
     out = {}
     for j, head in enumerate(heads):
@@ -144,14 +160,18 @@ def choose_thresholds(probs: np.ndarray, rows: list[dict], heads: tuple[str, ...
 
 
 def report_metrics(probs: dict[str, np.ndarray], rows: dict[str, list[dict]], heads: tuple[str, ...]) -> tuple[dict, dict]:
-    """(thresholds chosen on val, metrics per held-out split at 0.5 and at those thresholds)."""
+    """(thresholds chosen on val, metrics per held-out split at 0.5 and at those thresholds: the pair heads on
+    the pairs, the pre-check at its own threshold where there is one)."""
     thresholds = choose_thresholds(probs["val"], rows["val"], heads)
     metrics = {}
     for split, p in probs.items():
         metrics[split] = {"heads": head_metrics(p, rows[split], heads), **heldout_prompt_metrics(p, rows[split], 0, head=heads[0])}
-        metrics[split]["at_val_thresholds"] = {
-            h: m for h, m in ((h, head_metrics(p[:, [j]], rows[split], (h,), thresholds[h]).get(h)) for j, h in enumerate(heads)) if m
-        }
+        pair = [i for i, r in enumerate(rows[split]) if r["response"] is not None or PRECHECK not in thresholds]
+        decided = {h: head_metrics(p[pair][:, [j]], [rows[split][i] for i in pair], (h,), thresholds[h]).get(h)
+                   for j, h in enumerate(heads)}
+        if PRECHECK in thresholds:
+            decided[PRECHECK] = heldout_prompt_metrics(p, rows[split], heads.index("unsafe"), thresholds[PRECHECK], head="unsafe")
+        metrics[split]["at_val_thresholds"] = {h: m for h, m in decided.items() if m}
     return thresholds, metrics
 
 
