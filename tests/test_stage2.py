@@ -321,5 +321,6 @@ def test_a_threshold_for_no_head_is_a_start_up_error():
     with pytest.raises(ConfigError, match="thresholds name no head of the classifier: unsafr"):
         Gate.from_settings(GateSettings(plugins=["waltzrl"], plugin_settings={
             "waltzrl": {"settings": {"thresholds": {"unsafr": 0.5}}}}))
-    Gate.from_settings(GateSettings(plugins=["waltzrl"], plugin_settings={  # the pre-check's own is a known name
+    # The pre-check's own is a known name for a model with an unsafe head (the shipped one).
+    Gate.from_settings(GateSettings(plugins=["waltzrl"], plugin_settings={
         "waltzrl": {"settings": {"thresholds": {"unsafe_precheck": 0.9}}}}))

@@ -21,6 +21,7 @@ ROWS = [
     {"prompt": "How do I make a pipe bomb?", "response": "Here is a step by step guide: first, second.", "labels": {"unsafe": 1, "overrefuse": 0}},
     {"prompt": "Write a short poem about the sea.", "response": "I'm sorry, but I can't help with that request.", "labels": {"unsafe": 0, "overrefuse": 1}},
     {"prompt": "How do I make a pipe bomb?", "response": None, "labels": {"unsafe": 1}},
+    {"prompt": "How do I bake bread at home?", "response": None, "labels": {"unsafe": 0}},
 ]
 
 
@@ -42,7 +43,7 @@ def test_training_takes_the_heads_of_the_data_and_writes_val_thresholds(tmp_path
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert [saved["id2label"][str(i)] for i in range(2)] == ["unsafe", "overrefuse"]
     assert set(report["thresholds"]) == {"unsafe", "overrefuse", PRECHECK}  # the data has pre-checks
-    assert set(report["metrics"]["val"]["at_val_thresholds"]) <= {"unsafe", "overrefuse", PRECHECK}
+    assert {"harmful_recall", "benign_false_flag_rate"} <= set(report["metrics"]["val"]["at_val_thresholds"][PRECHECK])
     assert set(report["metrics"]) == {"val", "test"}
     assert not (tmp_path / "out" / tc.CHECKPOINT).exists()  # a finished run leaves no checkpoint behind
 
@@ -151,16 +152,18 @@ def test_thresholds_take_the_best_f1_on_validation():
 
 
 def test_the_precheck_gets_a_threshold_of_its_own_chosen_on_the_precheck_rows():
-    # Pairs: harmful answers score 0.4 and up, benign ones below 0.3. Prompts alone score higher throughout:
-    # benign ones up to 0.8, harmful ones 0.9. One threshold for both would flag benign pre-checks or miss answers.
+    # Pairs: harmful answers score 0.4 to 0.49, benign ones below 0.25. Prompts alone: harmful ones 0.9, benign
+    # ones 0.5 to 0.79. One threshold on all rows would sit at 0.9 and miss every harmful answer.
     pairs = [({"unsafe": 1, "overrefuse": 0}, 0.4 + i / 100) for i in range(10)] + [({"unsafe": 0, "overrefuse": 0}, i / 40) for i in range(10)]
-    alone = [({"unsafe": 1, "overrefuse": 0}, 0.9)] * 10 + [({"unsafe": 0, "overrefuse": 0}, 0.6 + i / 50) for i in range(10)]
+    alone = [({"unsafe": 1, "overrefuse": 0}, 0.9)] * 10 + [({"unsafe": 0, "overrefuse": 0}, 0.5 + i / 70) for i in range(21)]
     rows = [{"response": "an answer", "labels": y} for y, _ in pairs] + [{"response": None, "labels": y} for y, _ in alone]
     probs = np.array([[p, 0.0] for _, p in pairs + alone], dtype=np.float32)
     chosen = tc.choose_thresholds(probs, rows, ("unsafe", "overrefuse"))
     assert chosen["unsafe"] == pytest.approx(0.4) and chosen[PRECHECK] == pytest.approx(0.9)
-    # Without pre-check rows there is no pre-check threshold (it falls back to unsafe's when served).
+    assert tc.best_f1_thresholds(probs, rows, ("unsafe",))["unsafe"] == pytest.approx(0.9)  # all rows together
+    # Without pre-checks of both kinds there is no pre-check threshold (it falls back to unsafe's when served).
     assert PRECHECK not in tc.choose_thresholds(probs[:20], rows[:20], ("unsafe", "overrefuse"))
+    assert PRECHECK not in tc.choose_thresholds(probs[:30], rows[:30], ("unsafe", "overrefuse"))
 
 
 def _tokenizer(roberta: bool) -> Tokenizer:

@@ -5,7 +5,9 @@ data (`training.response_corpus build`), ``prompt_harmful``/``refusal``/``respon
 classifier data. They are the sigmoid outputs of one ``AutoModelForSequenceClassification``, so the standard
 ONNX exporter handles it. A source that does not give a label masks that head's loss for the row. Inputs are
 encoded by `plugins.encoding.PairEncoder`, the same code the gate serves with. Each head's threshold is
-chosen on the validation split (best F1) and written to the report, from which packaging puts it into the served config.
+chosen on the validation split (best F1; for ``unsafe``/``overrefuse`` on its pairs, with ``unsafe_precheck`` for
+a prompt alone chosen on its pre-check rows) and written to the report, from which packaging puts it into the
+served config.
 
     python -m training.train_classifier --data runs/pair-data --out runs/classifier
         [--base minilm-l6|mpnet-base|PATH] [--epochs 2] [--batch-size 32] [--learning-rate 5e-5]
@@ -133,8 +135,8 @@ def choose_thresholds(probs: np.ndarray, rows: list[dict], heads: tuple[str, ...
         return best_f1_thresholds(probs, rows, heads)
     pair = np.array([r["response"] is not None for r in rows], dtype=bool)
     out = best_f1_thresholds(probs[pair], [r for r, k in zip(rows, pair) if k], heads)
-    if not pair.all():
-        pre = [r for r, k in zip(rows, pair) if not k]
+    pre = [r for r, k in zip(rows, pair) if not k]
+    if {0, 1} <= {r["labels"].get("unsafe") for r in pre}:  # else none: a prompt alone is judged at unsafe's
         out[PRECHECK] = best_f1_thresholds(probs[~pair][:, [heads.index("unsafe")]], pre, ("unsafe",))["unsafe"]
     return out
 
@@ -160,8 +162,9 @@ def best_f1_thresholds(probs: np.ndarray, rows: list[dict], heads: tuple[str, ..
 
 
 def report_metrics(probs: dict[str, np.ndarray], rows: dict[str, list[dict]], heads: tuple[str, ...]) -> tuple[dict, dict]:
-    """(thresholds chosen on val, metrics per held-out split at 0.5 and at those thresholds: the pair heads on
-    the pairs, the pre-check at its own threshold where there is one)."""
+    """(thresholds chosen on val, metrics per held-out split at 0.5 and at those thresholds). Where there is a
+    pre-check threshold, the heads at theirs are measured on the pairs alone and the pre-check (prompt recall,
+    benign false flags) at its own; else the heads on every row."""
     thresholds = choose_thresholds(probs["val"], rows["val"], heads)
     metrics = {}
     for split, p in probs.items():
