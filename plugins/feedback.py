@@ -212,6 +212,13 @@ def check_heads(labels: Sequence[str]) -> None:
         raise ValueError(f"the classifier's heads {list(labels)} are neither {list(DECOMPOSED)} nor {list(DIRECT)}")
 
 
+def decision_threshold(thresholds: dict[str, float], head: str, has_response: bool) -> float:
+    """Where `head` flags: its threshold, for `unsafe` on a prompt alone the pre-check's where one was chosen,
+    else 0.5."""
+    own = thresholds.get(head, 0.5)
+    return thresholds.get(PRECHECK, own) if head == "unsafe" and not has_response else own
+
+
 def classifier_labels(labels: Sequence[str], probs: Sequence[float], thresholds: dict[str, float],
                       has_response: bool, request_unsafe: bool = False) -> tuple[bool, bool, float]:
     """(unsafe, overrefuse, score) from one row of classifier probabilities; score is the confidence
@@ -219,11 +226,11 @@ def classifier_labels(labels: Sequence[str], probs: Sequence[float], thresholds:
     was judged unsafe, so refusing it is no over-refusal."""
     p = dict(zip(labels, (float(x) for x in probs)))
 
-    def on(head: str, key: str | None = None) -> bool:  # key: the threshold's, where it is not the head's own
-        return p[head] >= thresholds.get(key or head, thresholds.get(head, 0.5))
+    def on(head: str) -> bool:
+        return p[head] >= decision_threshold(thresholds, head, has_response)
 
     if "unsafe" in p:
-        unsafe = on("unsafe") if has_response else on("unsafe", PRECHECK)
+        unsafe = on("unsafe")
         overrefuse = has_response and on("overrefuse") and not request_unsafe
         return unsafe, overrefuse, p["overrefuse"] if overrefuse and not unsafe else p["unsafe"]
     if not has_response:

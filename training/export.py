@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from gate.errors import WaltzGateError
 from gate.jsonl import read_jsonl
-from plugins.feedback import PRECHECK
+from plugins.feedback import decision_threshold
 from training.checksum import sha256_file
 
 CLASSIFY, GENERATE = "text-classification", "text-generation-with-past"
@@ -228,9 +228,8 @@ def _logit_thresholds(model_dir: Path, heads: list[str], samples) -> np.ndarray:
     pre-check's where it chose one), else 0.5 (sigmoid(x) >= 0.5 exactly when x >= 0). Agreement is measured
     where the served model decides."""
     chosen = training_thresholds(model_dir)
-    pair = [float(chosen.get(h, 0.5)) for h in heads]
-    alone = [float(chosen.get(PRECHECK, t)) if h == "unsafe" else t for h, t in zip(heads, pair)]
-    p = np.clip(np.array([pair if response is not None else alone for _, response in samples]), 1e-6, 1 - 1e-6)
+    edges = [[decision_threshold(chosen, h, response is not None) for h in heads] for _, response in samples]
+    p = np.clip(np.array(edges, dtype=np.float64), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 
 
